@@ -1,0 +1,149 @@
+"""Project configuration: one settings object for every part of Loopline.
+
+Values come from, highest priority first: keyword arguments, ``LOOPLINE_*`` environment
+variables, ``loopline.yaml`` in the project root, ``[tool.loopline]`` in the project's
+``pyproject.toml``, and the defaults (everything embedded under ``<project>/.loopline/``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from loopline.errors import ConfigError
+
+CONFIG_FILE = "loopline.yaml"
+_file_values: ContextVar[dict[str, Any]] = ContextVar("loopline_file_values", default={})
+
+
+class _ProjectFileSource(PydanticBaseSettingsSource):
+    """Feeds the values read from loopline.yaml / pyproject.toml (below env vars)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return _file_values.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_file_values.get())
+
+
+class Settings(BaseSettings):
+    """Where Loopline keeps its state, and the project's pipelines.
+
+    Every location has an embedded default and takes a server URL instead:
+    ``metadata_url`` a SQLAlchemy URL (``sqlite:///...`` or ``postgresql://...``),
+    ``artifact_root`` a folder or any fsspec URL, ``mlflow_tracking_uri`` any MLflow URI.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LOOPLINE_", extra="forbid")
+
+    project_root: Path = Field(default_factory=Path.cwd)
+    home: Path | None = None
+    metadata_url: str | None = None
+    artifact_root: str | None = None
+    mlflow_tracking_uri: str | None = None
+    executor: Literal["threads", "processes"] = "threads"
+    max_workers: int = Field(default=4, ge=1)
+    pipelines: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _ProjectFileSource(settings_cls))
+
+    @field_validator("metadata_url")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite:", "postgresql")):
+            raise ValueError(
+                f"expected a sqlite:/// or postgresql:// URL, found {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        self.project_root = self.project_root.expanduser().resolve()
+        home = self.home or Path(".loopline")
+        self.home = home if home.is_absolute() else self.project_root / home
+        if self.metadata_url is None:
+            self.metadata_url = f"sqlite:///{self.home / 'metadata.db'}"
+        if self.artifact_root is None:
+            self.artifact_root = str(self.home / "artifacts")
+        elif "://" not in self.artifact_root and not Path(self.artifact_root).is_absolute():
+            self.artifact_root = str(self.project_root / self.artifact_root)
+        if self.mlflow_tracking_uri is None:
+            self.mlflow_tracking_uri = f"sqlite:///{self.home / 'mlflow.db'}"
+        return self
+
+    @property
+    def home_dir(self) -> Path:
+        """The ``.loopline`` folder (created on first use)."""
+        assert self.home is not None
+        return self.home
+
+    @property
+    def mlflow_artifact_location(self) -> str:
+        """Where MLflow keeps run artifacts when the tracking store is local."""
+        return (self.home_dir / "mlruns").as_uri()
+
+
+def _read_project_files(root: Path) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{pyproject} is not valid TOML: {exc}") from None
+        values.update(data.get("tool", {}).get("loopline", {}))
+    config = root / CONFIG_FILE
+    if config.is_file():
+        try:
+            data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{config} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"{config} must hold a mapping of settings, found {type(data).__name__}",
+                hint="see `loopline init` for a starter file",
+            )
+        values.update(data)
+    return values
+
+
+def load_settings(project_root: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read the project's settings; raise :class:`ConfigError` with the offending field."""
+    root_value = project_root or os.environ.get("LOOPLINE_PROJECT_ROOT") or Path.cwd()
+    root = Path(root_value).expanduser().resolve()
+    file_values = _read_project_files(root)
+    file_values.setdefault("project_root", root)
+    token = _file_values.set(file_values)
+    try:
+        if project_root is not None:
+            overrides.setdefault("project_root", root)
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(
+            f"invalid Loopline settings: {problems}",
+            hint=f"check {root / CONFIG_FILE}, [tool.loopline] in pyproject.toml and LOOPLINE_* variables",
+        ) from None
+    finally:
+        _file_values.reset(token)

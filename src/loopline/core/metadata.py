@@ -1,0 +1,450 @@
+"""Metadata store: runs, step runs, artifacts, lineage edges, dataset versions, alias history.
+
+SQLAlchemy Core over SQLite (default, a file in ``.loopline/``) or PostgreSQL. The schema
+is versioned with Alembic and upgraded automatically when a store is opened. Each step's
+outcome is written in one transaction, so a crash leaves either the whole record or none.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from loopline.core import schema
+from loopline.core.artifacts import StoredArtifact
+from loopline.errors import ConfigError, LooplineError
+
+# The newest migration; the store upgrades any older database to it on open.
+SCHEMA_HEAD = "0001_initial"
+_MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def now() -> datetime:
+    """Timezone-aware UTC timestamp (stored as such in every table)."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A short random id for runs and step runs."""
+    return uuid.uuid4().hex[:16]
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS).decode()
+
+
+class MetadataStore:
+    """All of Loopline's bookkeeping behind one small API."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._is_sqlite = url.startswith("sqlite")
+        # SQLite allows one writer: serialise our own writers instead of retrying on locks.
+        self._write_lock = threading.Lock()
+        self.engine = self._connect(url)
+        self._migrate()
+
+    # -- set-up ----------------------------------------------------------------
+    def _connect(self, url: str) -> sa.Engine:
+        if self._is_sqlite:
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+            @sa.event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cursor = dbapi_conn.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.close()
+
+            return engine
+        try:
+            return sa.create_engine(url, pool_pre_ping=True)
+        except ModuleNotFoundError as exc:
+            raise ConfigError(
+                f"the driver for {url.split(':', 1)[0]} is not installed ({exc.name})",
+                hint="pip install 'loopline[postgres]'",
+            ) from None
+
+    def _migrate(self) -> None:
+        """Bring the schema to SCHEMA_HEAD; cheap when it is already there."""
+        try:
+            with self.engine.connect() as conn:
+                current = self._current_revision(conn)
+        except sa.exc.OperationalError as exc:
+            raise ConfigError(
+                f"cannot open the metadata store at {self._safe_url()}: {exc.orig}",
+                hint="check metadata_url in loopline.yaml or LOOPLINE_METADATA_URL",
+            ) from None
+        if current == SCHEMA_HEAD:
+            return
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(_MIGRATIONS))
+        with self._write_lock, self.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    @staticmethod
+    def _current_revision(conn: sa.Connection) -> str | None:
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+    def _safe_url(self) -> str:
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sa.Connection]:
+        with self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self.engine.dispose()
+
+    # -- runs ------------------------------------------------------------------
+    def start_run(
+        self,
+        pipeline: str,
+        params: dict[str, Any],
+        commit: str | None,
+        dirty: str | None,
+        executor: str,
+    ) -> str:
+        """Record a new run as ``running`` and return its id."""
+        run_id = new_id()
+        with self._tx() as conn:
+            conn.execute(
+                schema.runs.insert().values(
+                    id=run_id,
+                    pipeline=pipeline,
+                    status="running",
+                    params=_dumps(params),
+                    code_commit=commit,
+                    code_dirty_hash=dirty,
+                    executor=executor,
+                    pid=os.getpid(),
+                    host=socket.gethostname(),
+                    started_at=now(),
+                )
+            )
+        return run_id
+
+    def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
+        """Close a run with its final status."""
+        with self._tx() as conn:
+            started = conn.execute(
+                sa.select(schema.runs.c.started_at).where(schema.runs.c.id == run_id)
+            ).scalar_one()
+            ended = now()
+            conn.execute(
+                schema.runs.update()
+                .where(schema.runs.c.id == run_id)
+                .values(
+                    status=status,
+                    ended_at=ended,
+                    error=error,
+                    duration_s=(ended - _aware(started)).total_seconds(),
+                )
+            )
+
+    def list_runs(self, limit: int = 20, pipeline: str | None = None) -> list[dict[str, Any]]:
+        """Newest runs first, with step counts; runs whose process died show as ``killed``."""
+        query = sa.select(schema.runs).order_by(schema.runs.c.started_at.desc()).limit(limit)
+        if pipeline:
+            query = query.where(schema.runs.c.pipeline == pipeline)
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+            counts = self._step_counts(conn, [r["id"] for r in rows])
+        for row in rows:
+            row["status"] = _effective_status(row)
+            row["steps"] = counts.get(row["id"], {})
+        return rows
+
+    def _step_counts(self, conn: sa.Connection, run_ids: list[str]) -> dict[str, dict[str, int]]:
+        if not run_ids:
+            return {}
+        sr = schema.step_runs
+        query = (
+            sa.select(sr.c.run_id, sr.c.status, sa.func.count())
+            .where(sr.c.run_id.in_(run_ids))
+            .group_by(sr.c.run_id, sr.c.status)
+        )
+        counts: dict[str, dict[str, int]] = {}
+        for run_id, status, count in conn.execute(query):
+            counts.setdefault(run_id, {})[status] = count
+        return counts
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        """One run with its step runs and their inputs/outputs; accepts an id prefix."""
+        with self.engine.connect() as conn:
+            matches = conn.execute(
+                sa.select(schema.runs).where(schema.runs.c.id.like(f"{run_id}%")).limit(2)
+            ).all()
+            if len(matches) != 1:
+                found = "no run" if not matches else "several runs"
+                raise LooplineError(
+                    f"{found} with id {run_id!r}", hint="see `loopline runs list` for run ids"
+                )
+            run = dict(matches[0]._mapping)
+            run["status"] = _effective_status(run)
+            steps = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    sa.select(schema.step_runs)
+                    .where(schema.step_runs.c.run_id == run["id"])
+                    .order_by(schema.step_runs.c.started_at)
+                )
+            ]
+            edges = conn.execute(
+                sa.select(schema.step_artifacts).where(
+                    schema.step_artifacts.c.step_run_id.in_([s["id"] for s in steps])
+                )
+            ).all()
+        for step_row in steps:
+            step_row["inputs"] = {}
+            step_row["outputs"] = {}
+        by_id = {s["id"]: s for s in steps}
+        for edge in edges:
+            kind = "inputs" if edge.direction == "input" else "outputs"
+            by_id[edge.step_run_id][kind][edge.name] = edge.artifact_hash
+        run["steps"] = steps
+        return run
+
+    # -- steps -----------------------------------------------------------------
+    def find_cached(self, cache_key: str) -> tuple[str, dict[str, str]] | None:
+        """The newest completed step run with this key and its outputs, if any."""
+        sr = schema.step_runs
+        with self.engine.connect() as conn:
+            hit = conn.execute(
+                sa.select(sr.c.id)
+                .where(sr.c.cache_key == cache_key, sr.c.status == "completed")
+                .order_by(sr.c.started_at.desc())
+                .limit(1)
+            ).scalar()
+            if hit is None:
+                return None
+            outputs = conn.execute(
+                sa.select(
+                    schema.step_artifacts.c.name, schema.step_artifacts.c.artifact_hash
+                ).where(
+                    schema.step_artifacts.c.step_run_id == hit,
+                    schema.step_artifacts.c.direction == "output",
+                )
+            ).all()
+        return hit, {name: digest for name, digest in outputs}
+
+    def record_step(
+        self,
+        *,
+        run_id: str,
+        step: str,
+        cache_key: str,
+        code_hash: str,
+        params: dict[str, Any],
+        status: str,
+        started_at: datetime,
+        inputs: dict[str, str],
+        outputs: dict[str, StoredArtifact | str],
+        cached_from: str | None = None,
+        error: str | None = None,
+        dataset: tuple[str, str, int | None, str] | None = None,
+    ) -> int | None:
+        """Write a finished step run, its artifacts and edges in ONE transaction.
+
+        ``outputs`` maps names to newly stored artifacts or to hashes already recorded.
+        ``dataset`` = (name, artifact hash, rows, source) also records a dataset version;
+        the return value is that version number.
+        """
+        ended = now()
+        step_run_id = new_id()
+        version = None
+        with self._tx() as conn:
+            conn.execute(
+                schema.step_runs.insert().values(
+                    id=step_run_id,
+                    run_id=run_id,
+                    step=step,
+                    cache_key=cache_key,
+                    code_hash=code_hash,
+                    params=_dumps(params),
+                    status=status,
+                    cached_from=cached_from,
+                    started_at=started_at,
+                    ended_at=ended,
+                    duration_s=(ended - started_at).total_seconds(),
+                    error=error,
+                )
+            )
+            edges: list[dict[str, Any]] = []
+            for name, digest in inputs.items():
+                edges.append(dict(direction="input", name=name, artifact_hash=digest))
+            for name, out in outputs.items():
+                if isinstance(out, StoredArtifact):
+                    self._insert_artifact(conn, out)
+                    digest = out.hash
+                else:
+                    digest = out
+                edges.append(dict(direction="output", name=name, artifact_hash=digest))
+            if edges:
+                conn.execute(
+                    schema.step_artifacts.insert(),
+                    [dict(step_run_id=step_run_id, **edge) for edge in edges],
+                )
+            if dataset is not None:
+                version = self._insert_dataset_version(conn, run_id, *dataset)
+        return version
+
+    def _insert_artifact(self, conn: sa.Connection, art: StoredArtifact) -> None:
+        exists = conn.execute(
+            sa.select(schema.artifacts.c.hash).where(schema.artifacts.c.hash == art.hash)
+        ).scalar()
+        if exists is None:
+            conn.execute(
+                schema.artifacts.insert().values(
+                    hash=art.hash,
+                    materializer=art.materializer,
+                    type_name=art.type_name,
+                    size_bytes=art.size_bytes,
+                    uri=art.uri,
+                    created_at=now(),
+                )
+            )
+
+    # -- datasets ----------------------------------------------------------------
+    def _insert_dataset_version(
+        self,
+        conn: sa.Connection,
+        run_id: str,
+        name: str,
+        digest: str,
+        rows: int | None,
+        source: str,
+    ) -> int:
+        dv = schema.dataset_versions
+        existing = conn.execute(
+            sa.select(dv.c.version).where(dv.c.name == name, dv.c.artifact_hash == digest)
+        ).scalar()
+        if existing is not None:
+            return int(existing)
+        latest = conn.execute(sa.select(sa.func.max(dv.c.version)).where(dv.c.name == name))
+        version = int(latest.scalar() or 0) + 1
+        conn.execute(
+            dv.insert().values(
+                name=name,
+                version=version,
+                artifact_hash=digest,
+                rows=rows,
+                source=source,
+                run_id=run_id,
+                created_at=now(),
+            )
+        )
+        return version
+
+    def dataset_version(self, name: str, digest: str) -> int | None:
+        """The version number of the dataset ``name`` with this content, if recorded."""
+        dv = schema.dataset_versions
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(dv.c.version).where(dv.c.name == name, dv.c.artifact_hash == digest)
+            ).scalar()
+        return None if found is None else int(found)
+
+    def list_datasets(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Dataset versions, newest first."""
+        dv = schema.dataset_versions
+        query = sa.select(dv).order_by(dv.c.created_at.desc(), dv.c.version.desc())
+        if name:
+            query = query.where(dv.c.name == name)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    # -- aliases (implements loopline.registry.AliasHistory) ----------------------
+    def record_alias_event(
+        self,
+        *,
+        model_name: str,
+        alias: str,
+        version: str | None,
+        previous_version: str | None,
+        reason: str,
+        actor: str,
+        run_id: str | None,
+    ) -> None:
+        """Append one alias move to the audit history."""
+        with self._tx() as conn:
+            conn.execute(
+                schema.alias_events.insert().values(
+                    model_name=model_name,
+                    alias=alias,
+                    version=version,
+                    previous_version=previous_version,
+                    reason=reason,
+                    actor=actor,
+                    run_id=run_id,
+                    created_at=now(),
+                )
+            )
+
+    def alias_history(self, model_name: str) -> list[dict[str, Any]]:
+        """Every alias move of a model, oldest first."""
+        ae = schema.alias_events
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(ae).where(ae.c.model_name == model_name).order_by(ae.c.id)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    def current_alias(self, model_name: str, alias: str) -> str | None:
+        """The version an alias points at according to the history (no MLflow call)."""
+        ae = schema.alias_events
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(ae.c.version)
+                .where(ae.c.model_name == model_name, ae.c.alias == alias)
+                .order_by(ae.c.id.desc())
+                .limit(1)
+            ).scalar()
+
+    def artifact_rows(self, hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Stored metadata of the given artifacts."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(schema.artifacts).where(schema.artifacts.c.hash.in_(list(hashes)))
+            )
+            return {r.hash: dict(r._mapping) for r in rows}
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite returns naive datetimes even for timezone-aware columns.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _effective_status(run: dict[str, Any]) -> str:
+    """A 'running' run whose process is gone on this host was killed."""
+    if run["status"] != "running" or run.get("host") != socket.gethostname() or not run.get("pid"):
+        return str(run["status"])
+    try:
+        os.kill(int(run["pid"]), 0)
+    except ProcessLookupError:
+        return "killed"
+    except PermissionError:
+        pass
+    return "running"

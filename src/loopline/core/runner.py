@@ -1,0 +1,414 @@
+"""Executes a DAG: cache look-ups, parallel steps, atomic artifacts, one transaction per step.
+
+A step's cache key is the hash of its code, its parameters (with local files named by
+path parameters hashed by content) and the hashes of its input artifacts. A hit reuses the
+recorded outputs without loading them; anything downstream of a change re-runs, because
+its input hashes change. A run that dies (even by SIGKILL) leaves completed steps recorded
+and artifacts either whole or absent, so the next run resumes from there.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import importlib
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from loopline.config import Settings
+from loopline.core.artifacts import ArtifactStore, StoredArtifact
+from loopline.core.codeversion import code_version
+from loopline.core.hashing import canonical_json, hash_tree, sha256_bytes
+from loopline.core.metadata import MetadataStore, now
+from loopline.core.pipeline import ArtifactInfo, Dag, Node, Output
+from loopline.errors import LooplineError, PipelineError, StepFailed
+
+StepStatus = Literal["pending", "running", "completed", "cached", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """Progress of a run, for displays: a step started or finished."""
+
+    run_id: str
+    step: str
+    status: StepStatus
+    duration_s: float | None = None
+
+
+@dataclass
+class StepResult:
+    """How one step of a run ended."""
+
+    name: str
+    status: StepStatus = "pending"
+    duration_s: float = 0.0
+    outputs: dict[str, str] = field(default_factory=dict)
+    cached_from: str | None = None
+    dataset_version: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class RunContext:
+    """What ``cache_extra`` hooks may consult: the settings and the metadata store."""
+
+    settings: Settings
+    metadata: MetadataStore
+
+
+@dataclass
+class RunResult:
+    """The outcome of a run; :meth:`load` fetches any step's output."""
+
+    run_id: str
+    pipeline: str
+    status: str
+    steps: dict[str, StepResult]
+    duration_s: float
+    store: ArtifactStore
+    objects: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def output_hash(self, step: str, output: str | None = None) -> str:
+        """The artifact hash of a step's output (the first one if not named)."""
+        try:
+            outputs = self.steps[step].outputs
+        except KeyError:
+            raise PipelineError(f"the run has no step {step!r}") from None
+        if not outputs:
+            raise PipelineError(f"step {step!r} produced no outputs in run {self.run_id}")
+        return outputs[output] if output else next(iter(outputs.values()))
+
+    def load(self, step: str, output: str | None = None) -> Any:
+        """The object a step produced, from memory or from the artifact store."""
+        digest = self.output_hash(step, output)
+        if digest not in self.objects:
+            self.objects[digest] = self.store.load(digest)
+        return self.objects[digest]
+
+    @property
+    def cache_hits(self) -> int:
+        return sum(1 for s in self.steps.values() if s.status == "cached")
+
+
+class Runner:
+    """Runs DAGs against one project's stores."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metadata: MetadataStore | None = None,
+        artifacts: ArtifactStore | None = None,
+        executor: Literal["threads", "processes"] | None = None,
+        max_workers: int | None = None,
+        on_event: Callable[[RunEvent], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._own_metadata = metadata is None
+        assert settings.metadata_url and settings.artifact_root
+        self.metadata = metadata or MetadataStore(settings.metadata_url)
+        self.artifacts = artifacts or ArtifactStore(
+            settings.artifact_root, cache_dir=settings.home_dir / "cache"
+        )
+        self.executor = executor or settings.executor
+        self.max_workers = max_workers or settings.max_workers
+        self.on_event = on_event
+        self._file_hashes: dict[str, str] = {}
+
+    def close(self) -> None:
+        """Release the metadata store if this runner opened it."""
+        if self._own_metadata:
+            self.metadata.close()
+
+    # -- public ----------------------------------------------------------------
+    def run(self, dag: Dag, *, use_cache: bool = True) -> RunResult:
+        """Execute ``dag``; raises :class:`StepFailed` (after recording) if a step fails."""
+        started = time.perf_counter()
+        version = code_version(self.settings.project_root)
+        run_id = self.metadata.start_run(
+            dag.pipeline, dag.params, version.commit, version.dirty_hash, self.executor
+        )
+        result = RunResult(
+            run_id,
+            dag.pipeline,
+            "running",
+            {n.name: StepResult(n.name) for n in dag.nodes},
+            0.0,
+            self.artifacts,
+        )
+        try:
+            failure = self._execute(dag, result, use_cache)
+        except BaseException as interrupt:  # Ctrl-C or a bug in the runner itself
+            self.metadata.finish_run(run_id, "interrupted", error=repr(interrupt))
+            raise
+        result.duration_s = time.perf_counter() - started
+        if failure is not None:
+            node_name, exc = failure
+            result.status = "failed"
+            self.metadata.finish_run(run_id, "failed", error=f"{node_name}: {exc}")
+            raise StepFailed(node_name, exc, run_id) from exc
+        result.status = "completed"
+        self.metadata.finish_run(run_id, "completed")
+        return result
+
+    # -- scheduling -------------------------------------------------------------
+    def _execute(
+        self, dag: Dag, result: RunResult, use_cache: bool
+    ) -> tuple[str, BaseException] | None:
+        pending = list(dag.nodes)
+        done: set[str] = set()
+        failure: tuple[str, BaseException] | None = None
+        pool_cls = cf.ProcessPoolExecutor if self.executor == "processes" else None
+        process_pool = pool_cls(self.max_workers) if pool_cls else None
+        with cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="loopline") as pool:
+            running: dict[cf.Future[None], Node] = {}
+            while pending or running:
+                if failure is None:
+                    for node in [n for n in pending if {u.name for u in n.upstream} <= done]:
+                        pending.remove(node)
+                        future = pool.submit(self._run_node, node, result, use_cache, process_pool)
+                        running[future] = node
+                if not running:
+                    break  # a failure stopped scheduling; the rest are skipped
+                finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for future in finished:
+                    node = running.pop(future)
+                    exc = future.exception()
+                    if exc is None:
+                        done.add(node.name)
+                    elif failure is None:
+                        failure = (node.name, exc)
+        if process_pool is not None:
+            process_pool.shutdown()
+        for node in pending:
+            result.steps[node.name].status = "skipped"
+        return failure
+
+    # -- one node ---------------------------------------------------------------
+    def _run_node(
+        self,
+        node: Node,
+        result: RunResult,
+        use_cache: bool,
+        process_pool: cf.ProcessPoolExecutor | None,
+    ) -> None:
+        step_result = result.steps[node.name]
+        started_at = now()
+        clock = time.perf_counter()
+        self._emit(result.run_id, node.name, "running")
+        inputs = {arg: self._input_hash(out, result) for arg, out in node.inputs.items()}
+        key = self._cache_key(node, inputs)
+        if use_cache and node.step.cache and self._try_cache(node, key, inputs, result, started_at):
+            step_result.duration_s = time.perf_counter() - clock
+            self._emit(result.run_id, node.name, "cached", step_result.duration_s)
+            return
+        step_result.status = "running"
+        try:
+            if process_pool is not None:
+                stored = process_pool.submit(
+                    _run_in_process,
+                    node.step.fn.__module__,
+                    node.step.fn.__qualname__,
+                    self._process_inputs(node, inputs, result),
+                    node.params,
+                    self.artifacts.root,
+                    node.step.outputs,
+                ).result()
+            else:
+                stored = self._run_in_thread(node, inputs, result)
+        except BaseException as exc:
+            step_result.status = "failed"
+            step_result.error = str(exc) if isinstance(exc, LooplineError) else repr(exc)
+            step_result.duration_s = time.perf_counter() - clock
+            self.metadata.record_step(
+                run_id=result.run_id,
+                step=node.name,
+                cache_key=key,
+                code_hash=node.step.code_hash,
+                params=node.params,
+                status="failed",
+                started_at=started_at,
+                inputs=inputs,
+                outputs={},
+                error="".join(traceback.format_exception(exc)),
+            )
+            self._emit(result.run_id, node.name, "failed", step_result.duration_s)
+            raise
+        dataset = self._dataset_record(node, stored, result)
+        step_result.dataset_version = self.metadata.record_step(
+            run_id=result.run_id,
+            step=node.name,
+            cache_key=key,
+            code_hash=node.step.code_hash,
+            params=node.params,
+            status="completed",
+            started_at=started_at,
+            inputs=inputs,
+            outputs=dict(stored),
+            dataset=dataset,
+        )
+        step_result.outputs = {name: art.hash for name, art in stored.items()}
+        step_result.status = "completed"
+        step_result.duration_s = time.perf_counter() - clock
+        self._emit(result.run_id, node.name, "completed", step_result.duration_s)
+
+    def _run_in_thread(
+        self, node: Node, inputs: dict[str, str], result: RunResult
+    ) -> dict[str, StoredArtifact]:
+        kwargs = dict(node.params)
+        info_params = node.step.info_params()
+        for arg, digest in inputs.items():
+            kwargs[arg] = (
+                self._artifact_info(digest) if arg in info_params else result_load(result, digest)
+            )
+        value = node.step.fn(**kwargs)
+        values = _split_outputs(node.name, node.step.outputs, value)
+        stored = {}
+        for name, obj in values.items():
+            art = self.artifacts.save(obj)
+            result.objects[art.hash] = obj
+            stored[name] = art
+        return stored
+
+    def _process_inputs(
+        self, node: Node, inputs: dict[str, str], result: RunResult
+    ) -> dict[str, Any]:
+        info_params = node.step.info_params()
+        return {
+            arg: self._artifact_info(digest) if arg in info_params else ("hash", digest)
+            for arg, digest in inputs.items()
+        }
+
+    def _try_cache(
+        self,
+        node: Node,
+        key: str,
+        inputs: dict[str, str],
+        result: RunResult,
+        started_at: datetime,
+    ) -> bool:
+        hit = self.metadata.find_cached(key)
+        if hit is None:
+            return False
+        source_id, outputs = hit
+        if set(outputs) != set(node.step.outputs) or not all(
+            self.artifacts.exists(d) for d in outputs.values()
+        ):
+            return False  # artifacts were removed: run again
+        step_result = result.steps[node.name]
+        step_result.outputs = outputs
+        step_result.cached_from = source_id
+        step_result.status = "cached"
+        if node.step.dataset:
+            digest = next(iter(outputs.values()))
+            step_result.dataset_version = self.metadata.dataset_version(node.step.dataset, digest)
+        self.metadata.record_step(
+            run_id=result.run_id,
+            step=node.name,
+            cache_key=key,
+            code_hash=node.step.code_hash,
+            params=node.params,
+            status="cached",
+            started_at=started_at,
+            inputs=inputs,
+            outputs=dict(outputs),
+            cached_from=source_id,
+        )
+        return True
+
+    # -- keys and records -------------------------------------------------------
+    def _input_hash(self, out: Output, result: RunResult) -> str:
+        return result.steps[out.node.name].outputs[out.name]
+
+    def _cache_key(self, node: Node, inputs: dict[str, str]) -> str:
+        params = dict(node.params)
+        for name in node.step.path_params():
+            value = params.get(name)
+            if isinstance(value, str | Path) and "://" not in str(value):
+                params[name] = {"path": str(value), "content": self._fingerprint(Path(value))}
+        extra = ""
+        if node.step.cache_extra is not None:
+            extra = node.step.cache_extra(RunContext(self.settings, self.metadata), node.params)
+        return sha256_bytes(
+            node.step.code_hash.encode(),
+            canonical_json(params),
+            canonical_json(sorted(inputs.items())),
+            canonical_json(list(node.step.outputs)),
+            extra.encode(),
+        )
+
+    def _fingerprint(self, path: Path) -> str:
+        key = str(path.resolve()) if path.exists() else str(path)
+        if key not in self._file_hashes:
+            self._file_hashes[key] = hash_tree(path) if path.exists() else "missing"
+        return self._file_hashes[key]
+
+    def _dataset_record(
+        self, node: Node, stored: dict[str, StoredArtifact], result: RunResult
+    ) -> tuple[str, str, int | None, str] | None:
+        if not node.step.dataset:
+            return None
+        art = next(iter(stored.values()))
+        obj = result.objects.get(art.hash)
+        rows = len(obj) if obj is not None and hasattr(obj, "__len__") else None
+        return node.step.dataset, art.hash, rows, canonical_json(node.params).decode()
+
+    def _artifact_info(self, digest: str) -> ArtifactInfo:
+        dataset = None
+        version = None
+        for row in self.metadata.list_datasets():
+            if row["artifact_hash"] == digest:
+                dataset, version = row["name"], int(row["version"])
+                break
+        return ArtifactInfo(digest, self.artifacts.uri(digest), dataset, version)
+
+    def _emit(
+        self, run_id: str, step: str, status: StepStatus, duration: float | None = None
+    ) -> None:
+        if self.on_event is not None:
+            self.on_event(RunEvent(run_id, step, status, duration))
+
+
+def result_load(result: RunResult, digest: str) -> Any:
+    """An input object: from this run's memory if produced here, else from the store."""
+    if digest not in result.objects:
+        result.objects[digest] = result.store.load(digest)
+    return result.objects[digest]
+
+
+def _split_outputs(step: str, names: tuple[str, ...], value: Any) -> dict[str, Any]:
+    if len(names) == 1:
+        return {names[0]: value}
+    if not isinstance(value, tuple) or len(value) != len(names):
+        found = f"a tuple of {len(value)}" if isinstance(value, tuple) else type(value).__name__
+        raise PipelineError(
+            f"step '{step}' declares outputs {names} but returned {found}",
+            hint=f"return a tuple of {len(names)} values",
+        )
+    return dict(zip(names, value, strict=True))
+
+
+def _run_in_process(
+    module: str,
+    qualname: str,
+    inputs: dict[str, Any],
+    params: dict[str, Any],
+    artifact_root: str,
+    outputs: tuple[str, ...],
+) -> dict[str, StoredArtifact]:
+    """Child-process body: load inputs from the store, run, store outputs."""
+    target: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    fn = getattr(target, "fn", target)
+    store = ArtifactStore(artifact_root)
+    kwargs = dict(params)
+    for arg, value in inputs.items():
+        kwargs[arg] = store.load(value[1]) if isinstance(value, tuple) else value
+    values = _split_outputs(qualname, outputs, fn(**kwargs))
+    return {name: store.save(obj) for name, obj in values.items()}

@@ -1,0 +1,93 @@
+"""Tables of the metadata store (SQLAlchemy Core). Change them only with a migration."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("pipeline", sa.String(200), nullable=False, index=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("code_commit", sa.String(64)),
+    sa.Column("code_dirty_hash", sa.String(64)),
+    sa.Column("executor", sa.String(20), nullable=False),
+    sa.Column("pid", sa.Integer),
+    sa.Column("host", sa.String(255)),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("ended_at", sa.DateTime(timezone=True)),
+    sa.Column("duration_s", sa.Float),
+    sa.Column("error", sa.Text),
+)
+
+step_runs = sa.Table(
+    "step_runs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=False, index=True),
+    sa.Column("step", sa.String(200), nullable=False),
+    sa.Column("cache_key", sa.String(64), nullable=False, index=True),
+    sa.Column("code_hash", sa.String(64), nullable=False),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("cached_from", sa.String(32)),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ended_at", sa.DateTime(timezone=True)),
+    sa.Column("duration_s", sa.Float),
+    sa.Column("error", sa.Text),
+)
+
+artifacts = sa.Table(
+    "artifacts",
+    metadata,
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("materializer", sa.String(100), nullable=False),
+    sa.Column("type_name", sa.String(300), nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("uri", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Lineage edges: which artifacts a step run read and wrote.
+step_artifacts = sa.Table(
+    "step_artifacts",
+    metadata,
+    sa.Column("step_run_id", sa.String(32), sa.ForeignKey("step_runs.id"), primary_key=True),
+    sa.Column("direction", sa.String(6), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("artifact_hash", sa.String(64), sa.ForeignKey("artifacts.hash"), nullable=False),
+    sa.Index("ix_step_artifacts_hash", "artifact_hash"),
+)
+
+dataset_versions = sa.Table(
+    "dataset_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("artifact_hash", sa.String(64), sa.ForeignKey("artifacts.hash"), nullable=False),
+    sa.Column("rows", sa.BigInteger),
+    sa.Column("source", sa.Text),
+    sa.Column("run_id", sa.String(32)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("name", "version", name="uq_dataset_name_version"),
+    sa.UniqueConstraint("name", "artifact_hash", name="uq_dataset_name_hash"),
+)
+
+alias_events = sa.Table(
+    "alias_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.String(200), nullable=False, index=True),
+    sa.Column("alias", sa.String(100), nullable=False),
+    sa.Column("version", sa.String(20)),
+    sa.Column("previous_version", sa.String(20)),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
