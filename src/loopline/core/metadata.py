@@ -423,6 +423,49 @@ class MetadataStore:
                 .limit(1)
             ).scalar()
 
+    # -- model versions ----------------------------------------------------------
+    def record_model_version(
+        self,
+        *,
+        model_name: str,
+        version: str,
+        model_hash: str,
+        dataset_hash: str | None,
+        dataset_version: str | None,
+        mlflow_run_id: str | None,
+        run_id: str | None,
+    ) -> None:
+        """Link a registered model version to the artifact and data it came from."""
+        mv = schema.model_versions
+        with self._tx() as conn:
+            known = conn.execute(
+                sa.select(mv.c.version).where(
+                    mv.c.model_name == model_name, mv.c.version == version
+                )
+            ).scalar()
+            if known is None:
+                conn.execute(
+                    mv.insert().values(
+                        model_name=model_name,
+                        version=version,
+                        model_hash=model_hash,
+                        dataset_hash=dataset_hash,
+                        dataset_version=dataset_version,
+                        mlflow_run_id=mlflow_run_id,
+                        run_id=run_id,
+                        created_at=now(),
+                    )
+                )
+
+    def model_version(self, model_name: str, version: str) -> dict[str, Any] | None:
+        """Lineage of one model version (None if Loopline did not register it)."""
+        mv = schema.model_versions
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(mv).where(mv.c.model_name == model_name, mv.c.version == version)
+            ).first()
+        return None if row is None else dict(row._mapping)
+
     def artifact_rows(self, hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Stored metadata of the given artifacts."""
         with self.engine.connect() as conn:

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 _building = threading.local()
 
+# (context, parameters, input artifact hashes) -> extra text for the cache key
+CacheExtra = Callable[["RunContext", dict[str, Any], dict[str, str]], str]
+
 
 @dataclass(frozen=True)
 class ArtifactInfo:
@@ -57,7 +60,7 @@ class Step:
         cache: bool = True,
         dataset: str | None = None,
         version: str = "",
-        cache_extra: Callable[[RunContext, dict[str, Any]], str] | None = None,
+        cache_extra: CacheExtra | None = None,
     ) -> None:
         self.fn = fn
         self.name = fn.__name__
@@ -82,6 +85,14 @@ class Step:
             name
             for name, p in self.signature.parameters.items()
             if p.annotation is ArtifactInfo or str(p.annotation).endswith("ArtifactInfo")
+        }
+
+    def context_params(self) -> set[str]:
+        """Parameters annotated ``RunContext``: the runner injects them; never cached."""
+        return {
+            name
+            for name, p in self.signature.parameters.items()
+            if "RunContext" in str(p.annotation)
         }
 
     def path_params(self) -> set[str]:
@@ -113,7 +124,7 @@ def step(
     cache: bool = True,
     dataset: str | None = None,
     version: str = "",
-    cache_extra: Callable[[RunContext, dict[str, Any]], str] | None = None,
+    cache_extra: CacheExtra | None = None,
 ) -> Callable[[Callable[..., Any]], Step]: ...
 
 
@@ -125,7 +136,7 @@ def step(
     cache: bool = True,
     dataset: str | None = None,
     version: str = "",
-    cache_extra: Callable[[RunContext, dict[str, Any]], str] | None = None,
+    cache_extra: CacheExtra | None = None,
 ) -> Step | Callable[[Callable[..., Any]], Step]:
     """Make a function a pipeline step.
 
@@ -220,7 +231,10 @@ class _DagBuilder:
         name = step_obj.name if count == 1 else f"{step_obj.name}_{count}"
         inputs: dict[str, Output] = {}
         params: dict[str, Any] = {}
+        context = step_obj.context_params()
         for arg, value in bound.arguments.items():
+            if arg in context:
+                continue
             if isinstance(value, Output):
                 inputs[arg] = value
             elif isinstance(value, tuple) and value and all(isinstance(v, Output) for v in value):

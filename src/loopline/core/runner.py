@@ -55,10 +55,16 @@ class StepResult:
 
 @dataclass
 class RunContext:
-    """What ``cache_extra`` hooks may consult: the settings and the metadata store."""
+    """The project's stores, for the few steps whose job is a side effect (e.g. register).
+
+    A step receives it by annotating a parameter ``RunContext``; ``cache_extra`` hooks get
+    it too. It never enters a cache key.
+    """
 
     settings: Settings
     metadata: MetadataStore
+    artifacts: ArtifactStore
+    run_id: str
 
 
 @dataclass
@@ -209,7 +215,7 @@ class Runner:
             return
         step_result.status = "running"
         try:
-            if process_pool is not None:
+            if process_pool is not None and not node.step.context_params():
                 stored = process_pool.submit(
                     _run_in_process,
                     node.step.fn.__module__,
@@ -266,6 +272,8 @@ class Runner:
             kwargs[arg] = (
                 self._artifact_info(digest) if arg in info_params else result_load(result, digest)
             )
+        for arg in node.step.context_params():
+            kwargs[arg] = RunContext(self.settings, self.metadata, self.artifacts, result.run_id)
         value = node.step.fn(**kwargs)
         values = _split_outputs(node.name, node.step.outputs, value)
         stored = {}
@@ -333,7 +341,8 @@ class Runner:
                 params[name] = {"path": str(value), "content": self._fingerprint(Path(value))}
         extra = ""
         if node.step.cache_extra is not None:
-            extra = node.step.cache_extra(RunContext(self.settings, self.metadata), node.params)
+            context = RunContext(self.settings, self.metadata, self.artifacts, "")
+            extra = node.step.cache_extra(context, node.params, inputs)
         return sha256_bytes(
             node.step.code_hash.encode(),
             canonical_json(params),

@@ -91,3 +91,17 @@ alias_events = sa.Table(
     sa.Column("run_id", sa.String(64)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# Loopline's side of each registered model version: the lineage MLflow does not keep.
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("model_name", sa.String(200), primary_key=True),
+    sa.Column("version", sa.String(20), primary_key=True),
+    sa.Column("model_hash", sa.String(64), nullable=False, index=True),
+    sa.Column("dataset_hash", sa.String(64)),
+    sa.Column("dataset_version", sa.String(220)),
+    sa.Column("mlflow_run_id", sa.String(64)),
+    sa.Column("run_id", sa.String(32)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)

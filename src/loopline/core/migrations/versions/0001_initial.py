@@ -2,7 +2,7 @@
 
 Revision ID: 0001_initial
 Revises:
-Create Date: 2026-11-26 05:10:53.680892
+Create Date: 2026-11-26
 """
 
 from __future__ import annotations
@@ -46,6 +46,23 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("hash"),
     )
+    op.create_table(
+        "model_versions",
+        sa.Column("model_name", sa.String(length=200), nullable=False),
+        sa.Column("version", sa.String(length=20), nullable=False),
+        sa.Column("model_hash", sa.String(length=64), nullable=False),
+        sa.Column("dataset_hash", sa.String(length=64), nullable=True),
+        sa.Column("dataset_version", sa.String(length=220), nullable=True),
+        sa.Column("mlflow_run_id", sa.String(length=64), nullable=True),
+        sa.Column("run_id", sa.String(length=32), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("model_name", "version"),
+    )
+    with op.batch_alter_table("model_versions", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_model_versions_model_hash"), ["model_hash"], unique=False
+        )
+
     op.create_table(
         "runs",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -148,6 +165,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_runs_pipeline"))
 
     op.drop_table("runs")
+    with op.batch_alter_table("model_versions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_model_versions_model_hash"))
+
+    op.drop_table("model_versions")
     op.drop_table("artifacts")
     with op.batch_alter_table("alias_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_alias_events_model_name"))

@@ -1,0 +1,41 @@
+# One command per task. `make demo` and `make test` set up everything they need.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint typecheck unit bench-pipeline install dev clean
+
+$(BIN)/loopline: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: $(BIN)/loopline
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(BIN)/loopline ## the package and its command
+
+dev: $(VENV)/.dev ## plus test and lint tools
+
+demo: $(BIN)/loopline ## the sentiment system end to end, offline
+	$(BIN)/loopline demo sentiment
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: $(VENV)/.dev
+	$(BIN)/mypy
+
+unit: $(VENV)/.dev
+	$(BIN)/pytest
+
+test: lint typecheck unit ## everything CI checks
+
+bench-pipeline: $(VENV)/.dev ## pipeline overhead vs a plain scikit-learn script (100k tweets)
+	$(BIN)/python benchmarks/pipeline_overhead.py
+
+clean:
+	rm -rf $(VENV) .loopline .mypy_cache .ruff_cache .pytest_cache

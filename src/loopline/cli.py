@@ -1,0 +1,485 @@
+"""The ``loopline`` command. Thin: each command calls the public Python API.
+
+User errors (:class:`loopline.errors.LooplineError`) print one line with a hint and exit 2;
+``--debug`` shows the traceback. Commands a script would call take ``--json``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from loopline.errors import LooplineError, StepFailed
+
+if TYPE_CHECKING:
+    from loopline.config import Settings
+    from loopline.core.runner import RunResult
+
+app = typer.Typer(
+    name="loopline",
+    help="Loopline: collect, validate, label, train, evaluate, register, serve, monitor, retrain.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+runs_app = typer.Typer(help="Show pipeline runs: history, per-step status, cache hits, timings.")
+models_app = typer.Typer(
+    help="Registered models: list versions, promote, roll back, alias history."
+)
+data_app = typer.Typer(help="Check data files before they reach a pipeline.")
+app.add_typer(runs_app, name="runs")
+app.add_typer(models_app, name="models")
+app.add_typer(data_app, name="data")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+_state: dict[str, Any] = {"debug": False, "project": None}
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    project: Annotated[
+        Path | None,
+        typer.Option("--project", "-C", help="Project folder (default: the current one)."),
+    ] = None,
+) -> None:
+    _state["debug"] = debug
+    _state["project"] = project
+
+
+def _settings() -> Settings:
+    from loopline.config import load_settings
+
+    return load_settings(_state["project"])
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(
+        orjson.dumps(
+            value, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+        ).decode()
+        + "\n"
+    )
+
+
+# -- init ----------------------------------------------------------------------------
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to create the project in.")] = Path(),
+    template: Annotated[
+        str, typer.Option("--template", "-t", help="Starter pipeline: sentiment.")
+    ] = "sentiment",
+) -> None:
+    """Write a starter project: loopline.yaml and a short pipeline file."""
+    from loopline.templates import write_template
+
+    written = write_template(directory, template)
+    for path in written:
+        out.print(f"[green]created[/] {path}")
+    out.print(f"next: cd {directory} && loopline run {template}")
+
+
+# -- run -----------------------------------------------------------------------------
+def _parse_params(pairs: list[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise LooplineError(
+                f"--param expects KEY=VALUE, found {pair!r}", hint="e.g. --param test_size=0.3"
+            )
+        params[key.strip()] = value
+    return params
+
+
+@app.command()
+def run(
+    pipeline_name: Annotated[
+        str | None, typer.Argument(metavar="[PIPELINE]", help="Pipeline name from loopline.yaml.")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="KEY=VALUE, repeatable.")
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every step again.")] = False,
+    executor: Annotated[str | None, typer.Option(help="threads (default) or processes.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a pipeline: unchanged steps are skipped and their outputs reused."""
+    from loopline.project import resolve_pipeline
+
+    settings = _settings()
+    name, pipe = resolve_pipeline(settings, pipeline_name)
+    os.chdir(settings.project_root)  # relative data paths in params mean the project's
+    params = {**settings.params.get(name, {}), **_parse_params(param or [])}
+    if executor not in (None, "threads", "processes"):
+        raise LooplineError(f"unknown executor {executor!r}", hint="use threads or processes")
+    chosen = cast(Literal["threads", "processes"] | None, executor)
+    with _StepProgress(enabled=not as_json) as on_event:
+        result = pipe.run(
+            settings,
+            cache=not no_cache,
+            executor=chosen,
+            on_event=on_event,
+            **params,
+        )
+    if as_json:
+        _print_json(_run_summary(result))
+        return
+    _print_steps(result)
+
+
+def _run_summary(result: RunResult) -> dict[str, Any]:
+    return {
+        "run_id": result.run_id,
+        "pipeline": result.pipeline,
+        "status": result.status,
+        "duration_s": round(result.duration_s, 3),
+        "cache_hits": result.cache_hits,
+        "steps": {
+            name: {
+                "status": s.status,
+                "duration_s": round(s.duration_s, 3),
+                "outputs": s.outputs,
+                "dataset_version": s.dataset_version,
+            }
+            for name, s in result.steps.items()
+        },
+    }
+
+
+def _print_steps(result: RunResult) -> None:
+    table = Table(title=f"run {result.run_id} · {result.pipeline} · {result.status}")
+    table.add_column("step")
+    table.add_column("status")
+    table.add_column("time", justify="right")
+    table.add_column("outputs")
+    colours = {"completed": "green", "cached": "cyan", "failed": "red", "skipped": "dim"}
+    for name, s in result.steps.items():
+        outputs = ", ".join(f"{k}={v[:10]}" for k, v in s.outputs.items())
+        status = f"[{colours.get(s.status, 'white')}]{s.status}[/]"
+        table.add_row(name, status, f"{s.duration_s:.2f}s", outputs)
+    out.print(table)
+    out.print(
+        f"{result.cache_hits}/{len(result.steps)} steps from cache · {result.duration_s:.2f}s"
+    )
+
+
+class _StepProgress:
+    """A live spinner per running step on stderr (no-op with --json)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return None
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        )
+        self._progress.start()
+        return self._on_event
+
+    def _on_event(self, event: Any) -> None:
+        if event.status == "running":
+            self._tasks[event.step] = self._progress.add_task(event.step, total=1)
+        elif event.step in self._tasks:
+            self._progress.update(
+                self._tasks[event.step], completed=1, description=f"{event.step} ({event.status})"
+            )
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+# -- runs ----------------------------------------------------------------------------
+@runs_app.command("list")
+def runs_list(
+    limit: Annotated[int, typer.Option(help="How many runs to show.")] = 20,
+    pipeline_name: Annotated[str | None, typer.Option("--pipeline", help="Only this one.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recent runs, newest first."""
+    from loopline.core.metadata import MetadataStore
+
+    settings = _settings()
+    assert settings.metadata_url
+    rows = MetadataStore(settings.metadata_url).list_runs(limit, pipeline_name)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title="runs")
+    for col in ("run", "pipeline", "status", "started", "time", "steps", "code"):
+        table.add_column(col)
+    for r in rows:
+        steps = " ".join(f"{k}:{v}" for k, v in sorted(r["steps"].items()))
+        code = (r["code_commit"] or "untracked")[:10] + ("+dirty" if r["code_dirty_hash"] else "")
+        duration = f"{r['duration_s']:.2f}s" if r["duration_s"] is not None else "-"
+        started = str(r["started_at"])[:19]
+        table.add_row(r["id"], r["pipeline"], r["status"], started, duration, steps, code)
+    out.print(table)
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id (a prefix is enough).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """One run: per-step status, cache hits, timings, inputs and outputs."""
+    from loopline.core.metadata import MetadataStore
+
+    settings = _settings()
+    assert settings.metadata_url
+    run_row = MetadataStore(settings.metadata_url).get_run(run_id)
+    if as_json:
+        _print_json(run_row)
+        return
+    out.print(
+        f"[bold]run {run_row['id']}[/] · {run_row['pipeline']} · {run_row['status']} · "
+        f"code {run_row['code_commit'] or 'untracked'}"
+        + (f" (dirty {run_row['code_dirty_hash'][:8]})" if run_row["code_dirty_hash"] else "")
+    )
+    out.print(f"params: {run_row['params']}")
+    table = Table()
+    for col in ("step", "status", "time", "cached from", "inputs", "outputs"):
+        table.add_column(col)
+    for s in run_row["steps"]:
+        table.add_row(
+            s["step"],
+            s["status"],
+            f"{(s['duration_s'] or 0):.2f}s",
+            s["cached_from"] or "",
+            ", ".join(f"{k}={v[:10]}" for k, v in s["inputs"].items()),
+            ", ".join(f"{k}={v[:10]}" for k, v in s["outputs"].items()),
+        )
+    out.print(table)
+    if run_row["error"]:
+        out.print(f"[red]error:[/] {run_row['error']}")
+
+
+# -- models --------------------------------------------------------------------------
+def _registry() -> Any:
+    from loopline.registry.project import open_registry
+
+    return open_registry(_settings())
+
+
+@models_app.command("list")
+def models_list(as_json: JsonOpt = False) -> None:
+    """Every registered model version with its aliases and data version."""
+    versions = _registry().list_models()
+    if as_json:
+        _print_json([v.to_dict() for v in versions])
+        return
+    table = Table(title="models")
+    for col in ("model", "version", "aliases", "data", "run", "created"):
+        table.add_column(col)
+    for v in versions:
+        table.add_row(
+            v.name,
+            v.version,
+            ", ".join(v.aliases),
+            v.dataset_version or "-",
+            (v.run_id or "-")[:12],
+            str(v.created_at)[:19],
+        )
+    out.print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    name: str,
+    version: str,
+    alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
+    reason: Annotated[str, typer.Option(help="Recorded in the alias history.")] = "manual",
+) -> None:
+    """Point an alias (default champion) at a version; the old champion becomes previous."""
+    registry = _registry()
+    if alias == "champion":
+        registry.promote(name, version, reason=reason, actor="cli")
+    else:
+        registry.set_alias(name, alias, version, reason=reason, actor="cli")
+    out.print(f"{name}@{alias} -> version {version}")
+
+
+@models_app.command("rollback")
+def models_rollback(
+    name: str,
+    reason: Annotated[str, typer.Option(help="Recorded in the alias history.")] = "manual rollback",
+) -> None:
+    """Move champion back to the previous version."""
+    info = _registry().rollback(name, reason=reason, actor="cli")
+    out.print(f"{name}@champion -> version {info.version}")
+
+
+@models_app.command("history")
+def models_history(name: str, as_json: JsonOpt = False) -> None:
+    """Every alias move of a model: when, which version, why, by whom."""
+    events = _registry().alias_history(name)
+    if as_json:
+        _print_json(events)
+        return
+    table = Table(title=f"alias history of {name}")
+    for col in ("time", "alias", "version", "was", "actor", "reason"):
+        table.add_column(col)
+    for e in events:
+        table.add_row(
+            str(e["created_at"])[:19],
+            e["alias"],
+            str(e["version"]),
+            str(e["previous_version"] or "-"),
+            e["actor"],
+            e["reason"],
+        )
+    out.print(table)
+
+
+# -- serve / predict ------------------------------------------------------------------
+@app.command()
+def serve(
+    model: Annotated[str, typer.Argument(metavar="MODEL[@ALIAS]", help="e.g. sentiment@champion")],
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    max_body_bytes: Annotated[int, typer.Option(help="Larger requests get 413.")] = 1_000_000,
+) -> None:
+    """Serve a registered model over HTTP (POST /predict, /health, /ready, /model, /metrics)."""
+    from loopline.serve import serve as run_server
+
+    ref = model if ("@" in model or "/" in model) else f"{model}@champion"
+    loaded = _registry().load(ref)
+    err.print(f"serving {loaded.info.name} version {loaded.info.version} on http://{host}:{port}")
+    run_server(loaded, host=host, port=port, max_body_bytes=max_body_bytes)
+
+
+@app.command("predict-remote")
+def predict_remote_cmd(
+    url: Annotated[str, typer.Argument(help="Server base URL, e.g. http://127.0.0.1:8000")],
+    texts: Annotated[list[str], typer.Argument(metavar="TEXT...", help="Texts to classify.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Send texts to a running server, one request each, and print the answers."""
+    from loopline.serve.client import predict_remote
+
+    answers = predict_remote(url, texts)
+    if as_json:
+        _print_json(answers)
+        return
+    _print_predictions(texts, answers)
+
+
+def _print_predictions(texts: list[str], answers: list[dict[str, Any]]) -> None:
+    table = Table(title="predictions")
+    for col in ("text", "label", "p", "version", "latency"):
+        table.add_column(col)
+    for text, answer in zip(texts, answers, strict=True):
+        pred = answer["prediction"]
+        table.add_row(
+            text[:60],
+            pred["label"],
+            f"{max(pred['probabilities'].values()):.2f}",
+            str(answer["model_version"]),
+            f"{answer['latency_ms']:.1f} ms",
+        )
+    out.print(table)
+
+
+# -- data ----------------------------------------------------------------------------
+@data_app.command("validate")
+def data_validate(
+    source: Annotated[str, typer.Argument(help="File, folder or URL of tweets.")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="auto|sentiment140|lines|vader|table")
+    ] = "auto",
+    encoding: Annotated[str | None, typer.Option(help="Text encoding of the file.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Read a data file and run the schema and quality checks (exit 2 on violations)."""
+    from loopline.data.ingest import load_source
+    from loopline.data.validate import format_report, validate_text_dataset
+    from loopline.errors import ValidationFailed
+
+    frame = load_source(source, format=fmt, encoding=encoding)  # type: ignore[arg-type]
+    try:
+        _, report = validate_text_dataset(frame)
+    except ValidationFailed as exc:
+        if as_json:
+            _print_json(exc.report)
+        raise
+    if as_json:
+        _print_json(report)
+    else:
+        out.print(format_report(report))
+
+
+# -- demo ----------------------------------------------------------------------------
+@app.command()
+def demo(
+    system: Annotated[str, typer.Argument(help="Which reference system: sentiment.")] = "sentiment",
+    data: Annotated[
+        Path | None, typer.Option(help="Real data (file or folder) instead of generated tweets.")
+    ] = None,
+    gold: Annotated[Path | None, typer.Option(help="A human-labelled gold set.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a whole reference system: data to a served model and test predictions."""
+    if system != "sentiment":
+        raise LooplineError(f"no demo named {system!r} yet", hint="available: sentiment")
+    from loopline.examples.sentiment.demo import print_summary, run_demo
+
+    with _StepProgress(enabled=not as_json) as on_event:
+        summary = run_demo(_settings(), data=data, gold=gold, on_event=on_event)
+    if as_json:
+        _print_json(summary)
+    else:
+        print_summary(summary, out)
+
+
+# -- entry point ---------------------------------------------------------------------
+def main() -> None:
+    """Console entry point: user errors become one line and exit code 2."""
+    try:
+        app()
+    except LooplineError as exc:
+        if _state["debug"]:
+            raise
+        report = getattr(getattr(exc, "cause", None), "report", None) or getattr(
+            exc, "report", None
+        )
+        if report:
+            from loopline.data.validate import format_report
+
+            err.print(format_report(report), markup=False)
+        from rich.text import Text
+
+        err.print(Text("error: ", style="bold red") + Text(exc.message))
+        if exc.hint:
+            err.print(Text(f"hint: {exc.hint}", style="dim"))
+        code = exc.exit_code
+        if isinstance(exc, StepFailed):
+            code = 2 if isinstance(exc.cause, LooplineError) else 1
+        sys.exit(code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""The sentiment reference system: raw tweets to a registered, gated model.
+
+    ingest -> validate -> label -> split -> train -> evaluate (test, gold) -> gate -> register
+
+Each step is a plain function; the runner caches, versions and records them. Heavy
+libraries are imported inside steps, so a fully cached run never loads scikit-learn,
+pandas or MLflow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loopline import pipeline, step
+from loopline.core.pipeline import ArtifactInfo
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from loopline.core.runner import RunContext
+
+MODEL_NAME = "sentiment"
+LABELS = ("negative", "positive")
+
+
+def _read(source: str | Path, fmt: str, encoding: str | None) -> pd.DataFrame:
+    from loopline.data.ingest import load_source
+
+    return load_source(source, format=fmt, encoding=encoding)  # type: ignore[arg-type]
+
+
+@step(dataset="tweets")
+def ingest(source: str | Path, fmt: str = "auto", encoding: str | None = None) -> pd.DataFrame:
+    """Read the training tweets (Sentiment140 CSV, text-per-line files, VADER TSV, CSV/Parquet)."""
+    return _read(source, fmt, encoding)
+
+
+@step(dataset="gold")
+def ingest_gold(source: str | Path, fmt: str = "auto", encoding: str | None = None) -> pd.DataFrame:
+    """Read a human-labelled gold set used only for evaluation."""
+    return _read(source, fmt, encoding)
+
+
+@step(outputs=("data", "report"))
+def validate(raw: pd.DataFrame, labels: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
+    """Schema and data-quality checks; violations stop the run with a report."""
+    from loopline.data.validate import validate_text_dataset
+
+    return validate_text_dataset(raw, labels=labels or list(LABELS))
+
+
+@step
+def label(data: pd.DataFrame, strategy: str = "existing_then_weak") -> pd.DataFrame:
+    """Keep given labels and fill the gaps with labeling functions (emoticons, VADER)."""
+    from loopline.label.weak import apply_labels
+
+    return apply_labels(data, strategy=strategy)
+
+
+@step(outputs=("train", "test"))
+def split(labelled: pd.DataFrame, test_size: float = 0.2, seed: int = 0) -> tuple[Any, Any]:
+    """Stratified, seeded split; duplicate texts stay on one side."""
+    from loopline.data.split import group_split
+
+    return group_split(labelled, test_size=test_size, seed=seed)
+
+
+@step
+def train(train: pd.DataFrame, C: float | None = None, seed: int = 0) -> Any:
+    """TF-IDF (word + character n-grams) and logistic regression."""
+    from dataclasses import replace
+
+    from loopline.train.text import TextClassifierParams, train_text_classifier
+
+    params = TextClassifierParams(seed=seed)
+    if C is not None:
+        params = replace(params, C=C)
+    return train_text_classifier(train[["text", "label"]], params)
+
+
+@step
+def evaluate(model: Any, data: pd.DataFrame) -> dict:
+    """Accuracy, macro-F1, ROC-AUC, confusion matrix and per-slice metrics."""
+    from loopline.evaluate.metrics import evaluate_classifier
+
+    return evaluate_classifier(model, data)
+
+
+def _champion_key(ctx: RunContext, params: dict[str, Any], inputs: dict[str, str]) -> str:
+    """Gate and register depend on the current champion: part of their cache key.
+
+    "No champion" and "this very model is champion" give the same key, so re-running an
+    unchanged pipeline after its model was promoted is still a full cache hit.
+    """
+    name = params["model_name"]
+    version = ctx.metadata.current_alias(name, "champion")
+    if version is None:
+        return "champion=none-or-self"
+    lineage = ctx.metadata.model_version(name, version)
+    if lineage is not None and lineage["model_hash"] == inputs.get("model_artifact"):
+        return "champion=none-or-self"
+    return f"champion={version}"
+
+
+@step(cache_extra=_champion_key)
+def gate(
+    model_artifact: ArtifactInfo,
+    candidate: dict,
+    test: pd.DataFrame,
+    gold_metrics: dict | None,
+    gold: pd.DataFrame | None,
+    ctx: RunContext,
+    model_name: str = MODEL_NAME,
+    metric: str = "macro_f1",
+    min_value: float = 0.6,
+    max_regression: float = 0.0,
+) -> dict:
+    """Compare the candidate with the current champion on the same evaluation data."""
+    from loopline.evaluate.gate import GateRules, decide
+    from loopline.evaluate.metrics import evaluate_classifier
+    from loopline.registry.project import open_registry
+
+    rules = GateRules(metric=metric, min_value=min_value, max_regression=max_regression)
+    champion_version = ctx.metadata.current_alias(model_name, "champion")
+    champion_metrics = None
+    if champion_version is not None:
+        registry = open_registry(ctx.settings, ctx.metadata)
+        champion = registry.load(f"{model_name}/{champion_version}")
+        champion_metrics = evaluate_classifier(champion.model, test)
+    decision = decide(candidate, champion_metrics, rules).to_dict()
+    decision["champion_version"] = champion_version
+    if gold_metrics is not None:
+        decision["gold"] = gold_metrics
+    return decision
+
+
+@step(cache_extra=_champion_key)
+def register(
+    model: Any,
+    model_artifact: ArtifactInfo,
+    data: ArtifactInfo,
+    metrics: dict,
+    decision: dict,
+    ctx: RunContext,
+    model_name: str = MODEL_NAME,
+) -> dict:
+    """Register the candidate in MLflow; move ``champion`` only if the gate passed."""
+    from loopline.registry.project import open_registry
+    from loopline.train.text import TextClassifierParams
+
+    registry = open_registry(ctx.settings, ctx.metadata)
+    existing = registry.find_version(model_name, "loopline.model_hash", model_artifact.hash)
+    if existing is None:
+        import pandas as pd
+
+        flat = {f"test_{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
+        gold = decision.get("gold") or {}
+        flat |= {f"gold_{k}": v for k, v in gold.items() if isinstance(v, int | float)}
+        existing = registry.register(
+            model,
+            name=model_name,
+            params=TextClassifierParams().to_dict(),
+            metrics=flat,
+            dataset_version=data.label,
+            input_example=pd.DataFrame({"text": ["what a great day :)", "this is awful"]}),
+            tags={
+                "loopline.model_hash": model_artifact.hash,
+                "loopline.dataset_hash": data.hash,
+                "loopline.run_id": ctx.run_id,
+                "loopline.gate": "passed" if decision["passed"] else "failed",
+            },
+        )
+    ctx.metadata.record_model_version(
+        model_name=model_name,
+        version=existing.version,
+        model_hash=model_artifact.hash,
+        dataset_hash=data.hash,
+        dataset_version=data.label,
+        mlflow_run_id=existing.run_id,
+        run_id=ctx.run_id,
+    )
+    promoted = bool(decision["passed"]) and decision.get("champion_version") != existing.version
+    if promoted:
+        registry.promote(
+            model_name,
+            existing.version,
+            actor="loopline run",
+            run_id=ctx.run_id,
+            reason="gate passed: " + "; ".join(decision["reasons"]),
+        )
+    return {
+        "model_name": model_name,
+        "version": existing.version,
+        "run_id": existing.run_id,
+        "promoted": promoted,
+        "champion": ctx.metadata.current_alias(model_name, "champion"),
+        "dataset_version": data.label,
+    }
+
+
+@pipeline
+def sentiment(
+    source: str,
+    gold: str | None = None,
+    fmt: str = "auto",
+    encoding: str | None = None,
+    label_strategy: str = "existing_then_weak",
+    test_size: float = 0.2,
+    seed: int = 0,
+    C: float | None = None,
+    model_name: str = MODEL_NAME,
+    gate_metric: str = "macro_f1",
+    gate_min_value: float = 0.6,
+    gate_max_regression: float = 0.0,
+) -> None:
+    """Train, evaluate and (if it beats the champion) promote a tweet sentiment model."""
+    raw = ingest(source, fmt=fmt, encoding=encoding)
+    data, _report = validate(raw)
+    labelled = label(data, strategy=label_strategy)
+    train_df, test_df = split(labelled, test_size=test_size, seed=seed)
+    model = train(train_df, C=C, seed=seed)
+    metrics = evaluate(model, test_df)
+    gold_df = gold_metrics = None
+    if gold:
+        gold_df, _gold_report = validate(ingest_gold(gold))
+        gold_metrics = evaluate(model, gold_df)
+    decision = gate(
+        model,
+        metrics,
+        test_df,
+        gold_metrics,
+        gold_df,
+        model_name=model_name,
+        metric=gate_metric,
+        min_value=gate_min_value,
+        max_regression=gate_max_regression,
+    )
+    register(model, model, raw, metrics, decision, model_name=model_name)

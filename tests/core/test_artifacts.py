@@ -1,0 +1,76 @@
+"""The artifact store: content addressing, round trips, no half-written artifact."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from loopline.core.artifacts import META, ArtifactStore
+
+
+def test_round_trips_and_same_content_same_hash(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path / "a"))
+    frame = pd.DataFrame({"text": ["a", "b"], "label": ["x", "y"]})
+    stored = store.save(frame)
+    assert stored.materializer == "pandas.parquet"
+    assert store.save(frame.copy()).hash == stored.hash
+    pd.testing.assert_frame_equal(store.load(stored.hash), frame)
+    array = np.arange(6).reshape(2, 3)
+    np.testing.assert_array_equal(store.load(store.save(array).hash), array)
+    assert store.load(store.save({"b": 1, "a": [1, 2]}).hash) == {"a": [1, 2], "b": 1}
+    assert store.save({"a": 1}).hash != store.save({"a": 2}).hash
+    assert set(store.list_hashes()) >= {stored.hash}
+
+
+def test_sklearn_model_is_stored_in_mlflow_format(tmp_path: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    store = ArtifactStore(str(tmp_path / "a"))
+    model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
+    stored = store.save(model)
+    assert stored.materializer == "mlflow.sklearn"
+    assert (store.local_folder(stored.hash) / "model" / "MLmodel").is_file()
+    assert list(store.load(stored.hash).predict([[0.0], [3.0]])) == [0, 1]
+
+
+def test_killed_writer_leaves_no_visible_artifact(tmp_path: Path) -> None:
+    root = tmp_path / "a"
+    script = textwrap.dedent(
+        f"""
+        import time
+        from pathlib import Path
+        from loopline.core import materializers
+        from loopline.core.artifacts import ArtifactStore
+
+        class Slow:
+            name = "slow"
+            def can_save(self, obj): return True
+            def save(self, obj, folder):
+                (folder / "part1").write_text("x" * 1000)
+                Path({str(tmp_path / "started")!r}).write_text("1")
+                time.sleep(60)
+            def load(self, folder): return None
+
+        materializers.register_materializer(Slow())
+        ArtifactStore({str(root)!r}).save(object())
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists():
+        assert time.monotonic() < deadline, "writer never started"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    store = ArtifactStore(str(root))  # opening sweeps the dead writer's temp folder
+    assert store.list_hashes() == []
+    assert list((root / ".tmp").iterdir()) == []
+    assert not [p for p in root.glob("*/*") if not (p / META).exists()]
