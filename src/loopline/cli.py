@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from loopline.errors import LooplineError, StepFailed
+from loopline.label.cli import label_app
 
 if TYPE_CHECKING:
     from loopline.config import Settings
@@ -37,9 +38,10 @@ data_app = typer.Typer(help="Check data files before they reach a pipeline.")
 app.add_typer(runs_app, name="runs")
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
+app.add_typer(label_app, name="label")
 
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # errors stay one line
 _state: dict[str, Any] = {"debug": False, "project": None}
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
@@ -382,19 +384,18 @@ def predict_remote_cmd(
     if as_json:
         _print_json(answers)
         return
-    _print_predictions(texts, answers)
+    _print_predictions(answers)
 
 
-def _print_predictions(texts: list[str], answers: list[dict[str, Any]]) -> None:
+def _print_predictions(answers: list[dict[str, Any]]) -> None:
     table = Table(title="predictions")
     for col in ("text", "label", "p", "version", "latency"):
         table.add_column(col)
-    for text, answer in zip(texts, answers, strict=True):
-        pred = answer["prediction"]
+    for answer in answers:
         table.add_row(
-            text[:60],
-            pred["label"],
-            f"{max(pred['probabilities'].values()):.2f}",
+            answer["text"][:60],
+            answer["label"],
+            f"{max(answer['probabilities'].values()):.2f}",
             str(answer["model_version"]),
             f"{answer['latency_ms']:.1f} ms",
         )

@@ -21,17 +21,17 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from loopline.errors import ConfigError
 
 CONFIG_FILE = "loopline.yaml"
-_file_values: ContextVar[dict[str, Any]] = ContextVar("loopline_file_values", default={})
+_file_values: ContextVar[dict[str, Any] | None] = ContextVar("loopline_file_values", default=None)
 
 
 class _ProjectFileSource(PydanticBaseSettingsSource):
     """Feeds the values read from loopline.yaml / pyproject.toml (below env vars)."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return _file_values.get().get(field_name), field_name, False
+        return (_file_values.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_file_values.get())
+        return dict(_file_values.get() or {})
 
 
 class Settings(BaseSettings):
@@ -69,9 +69,7 @@ class Settings(BaseSettings):
     @classmethod
     def _known_database(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("sqlite:", "postgresql")):
-            raise ValueError(
-                f"expected a sqlite:/// or postgresql:// URL, found {value!r}"
-            )
+            raise ValueError(f"expected a sqlite:/// or postgresql:// URL, found {value!r}")
         return value
 
     @model_validator(mode="after")
@@ -143,7 +141,8 @@ def load_settings(project_root: str | Path | None = None, **overrides: Any) -> S
         )
         raise ConfigError(
             f"invalid Loopline settings: {problems}",
-            hint=f"check {root / CONFIG_FILE}, [tool.loopline] in pyproject.toml and LOOPLINE_* variables",
+            hint=f"check {root / CONFIG_FILE}, [tool.loopline] in pyproject.toml "
+            "and the LOOPLINE_* variables",
         ) from None
     finally:
         _file_values.reset(token)

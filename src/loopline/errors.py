@@ -52,7 +52,9 @@ class StepFailed(LooplineError):
     exit_code = 1
 
     def __init__(self, step: str, cause: BaseException, run_id: str) -> None:
-        cause_msg = str(cause) if isinstance(cause, LooplineError) else f"{type(cause).__name__}: {cause}"
+        cause_msg = (
+            str(cause) if isinstance(cause, LooplineError) else f"{type(cause).__name__}: {cause}"
+        )
         super().__init__(
             f"step '{step}' failed: {cause_msg}",
             hint=getattr(cause, "hint", None) or f"see `loopline runs show {run_id}`",

@@ -18,7 +18,7 @@ params:
 """
 
 _SENTIMENT_PIPELINE = '''\
-"""Tweet sentiment: ingest, validate, label, split, train, evaluate, gate, register.
+"""Tweet sentiment: ingest (+ validate), label, split, train, evaluate, gate, register.
 
 The steps come from Loopline's reference system; replace any of them with your own
 @step function. Run with `loopline run sentiment`, serve with `loopline serve sentiment`.
@@ -33,20 +33,18 @@ from loopline.examples.sentiment.pipeline import (
     register,
     split,
     train,
-    validate,
 )
 
 
 @pipeline
 def sentiment(source: str = "data/tweets.csv", test_size: float = 0.2, seed: int = 0) -> None:
-    raw = ingest(source)
-    data, _report = validate(raw)
+    data, _report = ingest(source)  # read + validate: bad data stops here
     labelled = label(data)
     train_df, test_df = split(labelled, test_size=test_size, seed=seed)
     model = train(train_df, seed=seed)
     metrics = evaluate(model, test_df)
     decision = gate(model, metrics, test_df, None, None)
-    register(model, model, raw, metrics, decision)
+    register(model, model, data, metrics, decision)
 '''
 
 TEMPLATES = ("sentiment",)

@@ -70,6 +70,11 @@ class Step:
         self.version = version
         self.cache_extra = cache_extra
         self.signature = inspect.signature(fn)
+        context = self.context_params()
+        # What a pipeline passes: everything but the RunContext the runner injects.
+        self.call_signature = self.signature.replace(
+            parameters=[p for p in self.signature.parameters.values() if p.name not in context]
+        )
         functools.update_wrapper(self, fn)
 
     @functools.cached_property
@@ -222,7 +227,7 @@ class _DagBuilder:
 
     def add(self, step_obj: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
-            bound = step_obj.signature.bind(*args, **kwargs)
+            bound = step_obj.call_signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise PipelineError(f"bad call of step '{step_obj.name}': {exc}") from None
         bound.apply_defaults()
@@ -231,10 +236,7 @@ class _DagBuilder:
         name = step_obj.name if count == 1 else f"{step_obj.name}_{count}"
         inputs: dict[str, Output] = {}
         params: dict[str, Any] = {}
-        context = step_obj.context_params()
         for arg, value in bound.arguments.items():
-            if arg in context:
-                continue
             if isinstance(value, Output):
                 inputs[arg] = value
             elif isinstance(value, tuple) and value and all(isinstance(v, Output) for v in value):

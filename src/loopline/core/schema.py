@@ -105,3 +105,54 @@ model_versions = sa.Table(
     sa.Column("run_id", sa.String(32)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# -- human labeling (migration 0002_label_queue) ---------------------------------------------
+# A named queue with its ordered label set; the order is the keyboard order on the labeling page.
+label_queues = sa.Table(
+    "label_queues",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("labels", sa.Text, nullable=False),  # JSON list of label strings
+    sa.Column("annotations_per_item", sa.Integer, nullable=False),
+    sa.Column("level", sa.String(20), nullable=False),  # nominal | ordinal | interval
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# One item to label. ``status`` turns ``done`` once it has ``annotations_per_item`` labels.
+label_tasks = sa.Table(
+    "label_tasks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("queue", sa.String(200), sa.ForeignKey("label_queues.name"), nullable=False),
+    sa.Column("item_id", sa.String(200), nullable=False),
+    sa.Column("text", sa.Text),
+    sa.Column("payload", sa.Text),  # JSON object: the item's other fields
+    sa.Column("source", sa.String(40), nullable=False),
+    sa.Column("priority", sa.Float, nullable=False),
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("queue", "item_id", name="uq_label_tasks_queue_item"),
+    sa.Index("ix_label_tasks_next", "queue", "status", "priority"),
+)
+
+# Who may label a task; a task without rows here is open to every annotator.
+label_assignments = sa.Table(
+    "label_assignments",
+    metadata,
+    sa.Column("task_id", sa.Integer, sa.ForeignKey("label_tasks.id"), primary_key=True),
+    sa.Column("annotator", sa.String(200), primary_key=True),
+)
+
+# One label by one annotator on one task (a second submission replaces the first).
+label_annotations = sa.Table(
+    "label_annotations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("task_id", sa.Integer, sa.ForeignKey("label_tasks.id"), nullable=False),
+    sa.Column("annotator", sa.String(200), nullable=False),
+    sa.Column("label", sa.String(200), nullable=False),
+    sa.Column("lead_time_s", sa.Float),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("task_id", "annotator", name="uq_label_annotations_task_annotator"),
+    sa.Index("ix_label_annotations_annotator", "annotator"),
+)

@@ -65,7 +65,7 @@ def run_demo(
     result = sentiment.run(
         settings, on_event=on_event, source=str(data), gold=str(gold) if gold else None
     )
-    report = result.load("validate", "report")
+    report = result.load("ingest", "report")
     registered = result.load("register")
     decision = result.load("gate")
     summary: dict[str, Any] = {
@@ -119,9 +119,7 @@ def _serve_and_predict(settings: Settings, model_name: str, texts: list[str]) ->
     return {
         "url": server.url,
         "model_version": champion.version,
-        "predictions": [
-            {"text": text, **answer} for text, answer in zip(texts, answers, strict=True)
-        ],
+        "predictions": answers,
         "latency_ms": {"min": latencies[0], "max": latencies[-1]},
     }
 
@@ -165,10 +163,9 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     s = summary["serving"]
     table.add_row("served on", f"{s['url']} (version {s['model_version']})")
     for p in s["predictions"]:
-        pred = p["prediction"]
         table.add_row(
             "  prediction",
-            f"{pred['label']:<8} {max(pred['probabilities'].values()):.2f} "
+            f"{p['label']:<8} p={max(p['probabilities'].values()):.2f} "
             f"{p['latency_ms']:6.1f} ms  {p['text']}",
         )
     table.add_row("run", f"{summary['run_id']} · {summary['cache_hits']} steps from cache")

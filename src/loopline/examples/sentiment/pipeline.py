@@ -1,6 +1,6 @@
 """The sentiment reference system: raw tweets to a registered, gated model.
 
-    ingest -> validate -> label -> split -> train -> evaluate (test, gold) -> gate -> register
+    ingest (read + validate) -> label -> split -> train -> evaluate (test, gold) -> gate -> register
 
 Each step is a plain function; the runner caches, versions and records them. Heavy
 libraries are imported inside steps, so a fully cached run never loads scikit-learn,
@@ -24,30 +24,41 @@ MODEL_NAME = "sentiment"
 LABELS = ("negative", "positive")
 
 
-def _read(source: str | Path, fmt: str, encoding: str | None) -> pd.DataFrame:
+def _read_valid(
+    source: str | Path, fmt: str, encoding: str | None, labels: list[str] | None
+) -> tuple[pd.DataFrame, dict]:
     from loopline.data.ingest import load_source
-
-    return load_source(source, format=fmt, encoding=encoding)  # type: ignore[arg-type]
-
-
-@step(dataset="tweets")
-def ingest(source: str | Path, fmt: str = "auto", encoding: str | None = None) -> pd.DataFrame:
-    """Read the training tweets (Sentiment140 CSV, text-per-line files, VADER TSV, CSV/Parquet)."""
-    return _read(source, fmt, encoding)
-
-
-@step(dataset="gold")
-def ingest_gold(source: str | Path, fmt: str = "auto", encoding: str | None = None) -> pd.DataFrame:
-    """Read a human-labelled gold set used only for evaluation."""
-    return _read(source, fmt, encoding)
-
-
-@step(outputs=("data", "report"))
-def validate(raw: pd.DataFrame, labels: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
-    """Schema and data-quality checks; violations stop the run with a report."""
     from loopline.data.validate import validate_text_dataset
 
+    raw = load_source(source, format=fmt, encoding=encoding)  # type: ignore[arg-type]
     return validate_text_dataset(raw, labels=labels or list(LABELS))
+
+
+# Reading and validating are one step on purpose: data that fails validation never
+# reaches the artifact store or becomes a dataset version.
+@step(outputs=("data", "report"), dataset="tweets")
+def ingest(
+    source: str | Path,
+    fmt: str = "auto",
+    encoding: str | None = None,
+    labels: list[str] | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """Read the training tweets and check schema and quality; violations stop the run.
+
+    Formats: Sentiment140 CSV, text-per-line files, VADER TSV, CSV/Parquet, or a URL.
+    """
+    return _read_valid(source, fmt, encoding, labels)
+
+
+@step(outputs=("data", "report"), dataset="gold")
+def ingest_gold(
+    source: str | Path,
+    fmt: str = "auto",
+    encoding: str | None = None,
+    labels: list[str] | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """Read and check a human-labelled gold set used only for evaluation."""
+    return _read_valid(source, fmt, encoding, labels)
 
 
 @step
@@ -55,7 +66,7 @@ def label(data: pd.DataFrame, strategy: str = "existing_then_weak") -> pd.DataFr
     """Keep given labels and fill the gaps with labeling functions (emoticons, VADER)."""
     from loopline.label.weak import apply_labels
 
-    return apply_labels(data, strategy=strategy)
+    return apply_labels(data, strategy=strategy)  # type: ignore[arg-type]
 
 
 @step(outputs=("train", "test"))
@@ -215,15 +226,14 @@ def sentiment(
     gate_max_regression: float = 0.0,
 ) -> None:
     """Train, evaluate and (if it beats the champion) promote a tweet sentiment model."""
-    raw = ingest(source, fmt=fmt, encoding=encoding)
-    data, _report = validate(raw)
+    data, _report = ingest(source, fmt=fmt, encoding=encoding)
     labelled = label(data, strategy=label_strategy)
     train_df, test_df = split(labelled, test_size=test_size, seed=seed)
     model = train(train_df, C=C, seed=seed)
     metrics = evaluate(model, test_df)
     gold_df = gold_metrics = None
     if gold:
-        gold_df, _gold_report = validate(ingest_gold(gold))
+        gold_df, _gold_report = ingest_gold(gold)
         gold_metrics = evaluate(model, gold_df)
     decision = gate(
         model,
@@ -236,4 +246,4 @@ def sentiment(
         min_value=gate_min_value,
         max_regression=gate_max_regression,
     )
-    register(model, model, raw, metrics, decision, model_name=model_name)
+    register(model, model, data, metrics, decision, model_name=model_name)

@@ -1,0 +1,280 @@
+"""``loopline label ...``: the human labeling queue from the command line.
+
+Mounted by the main CLI as ``label``::
+
+    loopline label queue add items.csv --labels negative,positive [--source manual]
+    loopline label queue next --annotator ana           # prints the next item and its task id
+    loopline label queue submit 17 positive --annotator ana
+    loopline label queue stats [--json]
+    loopline label import export.json                   # Label Studio JSON
+    loopline label export out.json
+    loopline label serve [--host 127.0.0.1 --port 8765]
+
+Every command takes ``--queue NAME`` (default ``default``). User errors raise
+:class:`~loopline.errors.LooplineError`, which the main CLI prints as one line (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from loopline.errors import DataError, LooplineError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from loopline.label.queue import LabelQueue
+
+__all__ = ["label_app"]
+
+label_app = typer.Typer(
+    help="Human labeling: a review queue, a labeling page, Label Studio import/export.",
+    no_args_is_help=True,
+)
+queue_app = typer.Typer(help="Add items, label them one by one, and see agreement.")
+label_app.add_typer(queue_app, name="queue")
+
+out = Console(highlight=False)
+
+QueueOpt = Annotated[str, typer.Option("--queue", "-q", help="Queue name.")]
+AnnotatorOpt = Annotated[
+    str, typer.Option("--annotator", "-a", envvar="LOOPLINE_ANNOTATOR", help="Your name.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
+
+
+def _project_root(ctx: typer.Context) -> Path | None:
+    # The main CLI's -C/--project option lives on the root command's parameters.
+    value = ctx.find_root().params.get("project")
+    return Path(value) if value else None
+
+
+def _open_queue(
+    ctx: typer.Context,
+    name: str,
+    labels: list[str] | None = None,
+    per_item: int | None = None,
+    level: str | None = None,
+) -> LabelQueue:
+    from loopline.config import load_settings
+    from loopline.label.queue import LabelQueue
+
+    settings = load_settings(_project_root(ctx))
+    assert settings.metadata_url is not None
+    return LabelQueue(settings.metadata_url, name, labels, per_item, level)
+
+
+def _split_labels(raw: str | None) -> list[str] | None:
+    if raw is None:
+        return None
+    labels = [part.strip() for part in raw.split(",") if part.strip()]
+    if not labels:
+        raise LooplineError(f"--labels needs comma-separated labels, found {raw!r}")
+    return labels
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str, allow_nan=False) + "\n")
+
+
+def read_items(path: Path) -> pd.DataFrame:
+    """Items to label from CSV/TSV/Parquet (via the data reader) or JSON / JSON Lines."""
+    import pandas as pd
+
+    from loopline.data.ingest import read_table
+
+    if not path.is_file():
+        raise DataError(f"items file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in (".json", ".jsonl", ".ndjson"):
+        try:
+            frame = pd.read_json(path, lines=suffix != ".json", dtype=False)
+        except ValueError as exc:
+            raise DataError(
+                f"{path} is not valid JSON{' Lines' if suffix != '.json' else ''}: {exc}",
+                hint="expected a list of objects with item_id and text",
+            ) from None
+    else:
+        frame = read_table(path, text_column="text", label_column=None)
+    if frame.empty:
+        raise DataError(f"{path} holds no items")
+    return frame
+
+
+# -- queue -----------------------------------------------------------------------------------
+@queue_app.command("add")
+def queue_add(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="CSV, TSV, Parquet, JSON or JSONL with text.")],
+    queue: QueueOpt = "default",
+    source: Annotated[
+        str, typer.Option(help="Where the items come from: manual, active_learning, ...")
+    ] = "manual",
+    labels: Annotated[
+        str | None, typer.Option(help="Comma-separated label set, in keyboard order.")
+    ] = None,
+    priority: Annotated[float, typer.Option(help="Priority of these items.")] = 0.0,
+    per_item: Annotated[
+        int | None, typer.Option("--per-item", help="Annotations wanted per item.")
+    ] = None,
+    assignee: Annotated[
+        list[str] | None, typer.Option("--assignee", help="Only these annotators (repeatable).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add items to the queue (an item_id column is optional: ids derive from the text)."""
+    items = read_items(file)
+    with _open_queue(ctx, queue, _split_labels(labels), per_item) as q:
+        added = q.add_items(items, source=source, priority=priority, assignees=assignee)
+        progress = q.progress()
+    if as_json:
+        _print_json({"added": added, "skipped": len(items) - added, **progress})
+        return
+    out.print(f"added {added} item(s) to queue {queue!r} ({len(items) - added} already there)")
+    out.print(f"queue now holds {progress['total']} item(s), {progress['open']} open")
+
+
+@queue_app.command("next")
+def queue_next(
+    ctx: typer.Context,
+    annotator: AnnotatorOpt = "annotator",
+    queue: QueueOpt = "default",
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the next item for you to label, with its task id and the labels to choose from."""
+    with _open_queue(ctx, queue) as q:
+        task = q.next_task(annotator)
+        labels = q.label_set
+    if as_json:
+        _print_json({"task": None if task is None else task.to_dict(), "labels": labels})
+        return
+    if task is None:
+        out.print(f"nothing left for {annotator} in queue {queue!r}")
+        return
+    out.print(f"[bold]task {task.id}[/] (item {task.item_id}, from {task.source})")
+    out.print(task.text if task.text is not None else json.dumps(task.payload), markup=False)
+    out.print(f"labels: {', '.join(labels)}")
+    out.print(f"submit: loopline label queue submit {task.id} LABEL --annotator {annotator}")
+
+
+@queue_app.command("submit")
+def queue_submit(
+    ctx: typer.Context,
+    task_id: Annotated[int, typer.Argument(help="Task id from `queue next`.")],
+    label: Annotated[str, typer.Argument(help="One of the queue's labels.")],
+    annotator: AnnotatorOpt = "annotator",
+    queue: QueueOpt = "default",
+    as_json: JsonOpt = False,
+) -> None:
+    """Record your label for a task (a second submit replaces your earlier label)."""
+    with _open_queue(ctx, queue) as q:
+        annotation_id = q.submit(task_id, annotator, label)
+        progress = q.progress(annotator)
+    if as_json:
+        _print_json({"annotation_id": annotation_id, "progress": progress})
+        return
+    out.print(
+        f"saved {label!r} for task {task_id}; {progress['open']} item(s) open, "
+        f"you labelled {progress['mine']}",
+        markup=False,
+    )
+
+
+@queue_app.command("stats")
+def queue_stats(ctx: typer.Context, queue: QueueOpt = "default", as_json: JsonOpt = False) -> None:
+    """Counts, annotators and agreement statistics (Krippendorff's alpha, kappas)."""
+    with _open_queue(ctx, queue) as q:
+        stats = q.stats()
+    if as_json:
+        _print_json(stats)
+        return
+    _print_stats(stats)
+
+
+def _print_stats(stats: dict[str, Any]) -> None:
+    tasks = stats["tasks"]
+    out.print(
+        f"queue {stats['queue']!r}: {tasks['total']} item(s), {tasks['done']} done, "
+        f"{tasks['open']} open; {stats['annotations']} annotation(s) by "
+        f"{len(stats['annotators'])} annotator(s)",
+        markup=False,
+    )
+    table = Table("statistic", "value")
+    for key, value in stats["agreement"].items():
+        shown = "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else value)
+        table.add_row(key, str(shown))
+    table.add_row("items with disagreement", str(stats["disagreements"]))
+    table.add_row("ties (no majority)", str(stats["ties"]))
+    out.print(table)
+
+
+# -- Label Studio ----------------------------------------------------------------------------
+@label_app.command("import")
+def import_file(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="A Label Studio JSON export (list of tasks).")],
+    queue: QueueOpt = "default",
+    labels: Annotated[
+        str | None, typer.Option(help="Comma-separated label set (default: the queue's).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import Label Studio tasks and annotations; a malformed task imports nothing."""
+    from loopline.label.labelstudio import import_labelstudio
+
+    with _open_queue(ctx, queue) as q:
+        summary = import_labelstudio(q, file, labels=_split_labels(labels))
+    if as_json:
+        _print_json(summary.__dict__)
+        return
+    out.print(
+        f"imported {summary.tasks} task(s) ({summary.new_tasks} new) and "
+        f"{summary.annotations} annotation(s) into queue {queue!r}"
+        + (f"; skipped {summary.skipped_annotations} empty" if summary.skipped_annotations else "")
+    )
+
+
+@label_app.command("export")
+def export_file(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="Where to write the Label Studio JSON.")],
+    queue: QueueOpt = "default",
+) -> None:
+    """Export the queue as Label Studio JSON tasks (with every annotation)."""
+    from loopline.label.labelstudio import export_labelstudio
+
+    with _open_queue(ctx, queue) as q:
+        tasks = export_labelstudio(q, file)
+    count = sum(len(t["annotations"]) for t in tasks)
+    out.print(f"wrote {len(tasks)} task(s) with {count} annotation(s) to {file}")
+
+
+# -- web page --------------------------------------------------------------------------------
+@label_app.command("serve")
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    queue: QueueOpt = "default",
+    annotator: Annotated[
+        str, typer.Option(help="Annotator name the page starts with.")
+    ] = "annotator",
+) -> None:
+    """Serve the labeling page (label with keys 1-9, s to skip, u to undo; /review)."""
+    from loopline.label.web import serve_label_app
+
+    with _open_queue(ctx, queue) as q:
+        if not q.label_set:
+            raise LooplineError(
+                f"queue {queue!r} has no label set",
+                hint="add items with `loopline label queue add FILE --labels a,b` first",
+            )
+        out.print(f"labeling page for queue {queue!r} on http://{host}:{port}/")
+        serve_label_app(q, host=host, port=port, annotator_default=annotator)

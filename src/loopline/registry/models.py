@@ -1,0 +1,722 @@
+"""A thin wrapper over MLflow's Model Registry: versions, aliases, promote, rollback.
+
+Loopline keeps MLflow as the system of record for model versions (``mlflow models serve``,
+the MLflow UI and other tools keep working on the same store) and adds what the loop needs
+on top: version tags for lineage (dataset version, run id), the ``champion``/``previous``
+alias convention with promote/rollback, an audit trail of alias moves (delegated to an
+:class:`AliasHistory`, implemented by Loopline's metadata store) and errors that say what
+exists when a name, alias or version does not.
+
+Every MLflow call goes through one explicit :class:`~mlflow.tracking.MlflowClient` bound to
+this registry's URI. The fluent API (``mlflow.start_run``, ``mlflow.sklearn.log_model``)
+reads a process-wide tracking URI, which would race when pipeline steps register models from
+several threads, so :meth:`ModelRegistry.register` saves the model with
+``mlflow.sklearn.save_model`` and logs the folder as run artifacts instead: same files,
+same MLmodel, no global state.
+
+``mlflow`` (2-3 s to import) is imported inside the methods, never at module import.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from loopline.errors import DataError, LooplineError, ModelNotFound
+from loopline.registry.mlflow_env import quiet_mlflow
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+DEFAULT_EXPERIMENT = "loopline"
+MODEL_ARTIFACT_PATH = "model"
+
+TAG_DATASET_VERSION = "loopline.dataset_version"
+# The MLflow run that logged the version. Not "loopline.run_id": pipelines use that tag for
+# Loopline's own run id, and a caller's tags are never overwritten.
+TAG_MLFLOW_RUN_ID = "loopline.mlflow_run_id"
+
+# MLflow's limits (mlflow.utils.validation), repeated so this module imports without mlflow.
+_MAX_KEY_LENGTH = 250
+_MAX_PARAM_LENGTH = 6000
+_MAX_TAG_LENGTH = 8000
+_BATCH_PARAMS_TAGS = 100
+_BATCH_METRICS = 1000
+_INVALID_KEY_CHARS = re.compile(r"[^\w.\- /]")
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    """One registered model version, as Loopline reports it."""
+
+    name: str
+    version: str
+    run_id: str | None
+    aliases: list[str]
+    tags: dict[str, str]
+    dataset_version: str | None
+    created_at: datetime | None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        """The unambiguous reference ``name/version``."""
+        return f"{self.name}/{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able dict (``created_at`` as an ISO-8601 string)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "run_id": self.run_id,
+            "aliases": list(self.aliases),
+            "tags": dict(self.tags),
+            "dataset_version": self.dataset_version,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "metrics": dict(self.metrics),
+        }
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model version loaded into memory, ready to score DataFrames."""
+
+    info: ModelVersionInfo
+    model: Any
+    input_columns: list[str]
+    classes: list[str]
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Class probabilities (columns in the order of :attr:`classes`) for ``frame``.
+
+        Only the model's input columns are passed on, so extra columns (ids, labels) are
+        harmless; a missing input column raises :class:`~loopline.errors.DataError`.
+        """
+        if self.input_columns:
+            missing = [c for c in self.input_columns if c not in frame.columns]
+            if missing:
+                raise DataError(
+                    f"model {self.info.ref} needs input columns {self.input_columns}; "
+                    f"missing {missing}, found {list(frame.columns)}",
+                    hint=f"rename your columns to {self.input_columns}",
+                )
+            frame = frame[self.input_columns]
+        return self.model.predict_proba(frame)
+
+
+class AliasHistory(Protocol):
+    """Audit trail of alias moves; implemented by Loopline's metadata store."""
+
+    def record_alias_event(
+        self,
+        *,
+        model_name: str,
+        alias: str,
+        version: str | None,
+        previous_version: str | None,
+        reason: str,
+        actor: str,
+        run_id: str | None,
+    ) -> None:
+        """Record that ``alias`` of ``model_name`` moved to ``version`` (None: removed)."""
+        ...
+
+    def alias_history(self, model_name: str) -> list[dict[str, Any]]:
+        """Return the recorded alias events of ``model_name``."""
+        ...
+
+
+class ModelRegistry:
+    """Register, look up, load, promote and roll back models in an MLflow registry.
+
+    ``tracking_uri`` is used for both tracking and the registry, e.g.
+    ``sqlite:////project/.loopline/mlflow.db``. ``artifact_location`` is where new
+    experiments store artifacts; by default a ``mlartifacts`` folder next to a SQLite file
+    (MLflow's own default would be ``./mlruns`` relative to whatever the working directory
+    happens to be).
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        artifact_location: str | None = None,
+        history: AliasHistory | None = None,
+    ) -> None:
+        # Environment only (telemetry off, quieter logs): must precede any `import mlflow`.
+        quiet_mlflow()
+        self.tracking_uri = tracking_uri
+        self.artifact_location = artifact_location or _default_artifact_location(tracking_uri)
+        self.history = history
+        self._client: MlflowClient | None = None
+        self._client_lock = threading.Lock()
+
+    # -- MLflow plumbing ------------------------------------------------------------------
+
+    @property
+    def client(self) -> MlflowClient:
+        """The MLflow client for this registry, created (and mlflow imported) on first use."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = self._make_client()
+        return self._client
+
+    def _make_client(self) -> MlflowClient:
+        from mlflow.tracking import MlflowClient
+
+        db_path = _sqlite_path(self.tracking_uri)
+        if db_path is not None:
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    # -- register ---------------------------------------------------------------------
+
+    def register(
+        self,
+        model: Any,
+        *,
+        name: str,
+        params: dict[str, Any],
+        metrics: dict[str, Any],
+        dataset_version: str | None,
+        input_example: pd.DataFrame,
+        tags: dict[str, str] | None = None,
+        experiment: str | None = None,
+    ) -> ModelVersionInfo:
+        """Log ``model`` in a new MLflow run and register it as a new version of ``name``.
+
+        The run gets ``params`` and ``metrics`` (nested dicts flattened with dots; values
+        that are not numbers, e.g. confusion matrices, are skipped) and the tag
+        ``loopline.dataset_version``. The version gets ``tags`` plus the dataset version and
+        run id as tags. Returns the new version (no alias is moved: see :meth:`promote`).
+        """
+        _check_model_name(name)
+        _check_input_example(input_example)
+        client = self.client
+        experiment_id = self._experiment_id(experiment or DEFAULT_EXPERIMENT)
+        run_tags = dict(tags or {})
+        if dataset_version is not None:
+            run_tags[TAG_DATASET_VERSION] = dataset_version
+        flat_metrics = flatten_metrics(metrics)
+        run = client.create_run(experiment_id, tags=_clip_tags(run_tags))
+        run_id = run.info.run_id
+        try:
+            self._log_run_data(run_id, params, flat_metrics)
+            self._log_model_artifacts(run_id, model, input_example)
+        except BaseException:
+            client.set_terminated(run_id, "FAILED")
+            raise
+        client.set_terminated(run_id, "FINISHED")
+        version = self._create_version(
+            name,
+            f"{run.info.artifact_uri}/{MODEL_ARTIFACT_PATH}",
+            run_id,
+            {TAG_MLFLOW_RUN_ID: run_id, **run_tags},
+        )
+        return _info(version, aliases=[], metrics=flat_metrics)
+
+    def _experiment_id(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        existing = self.client.get_experiment_by_name(name)
+        if existing is not None:
+            return str(existing.experiment_id)
+        try:
+            return str(self.client.create_experiment(name, self.artifact_location))
+        except MlflowException as exc:  # another process created it between the two calls
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            again = self.client.get_experiment_by_name(name)
+            assert again is not None
+            return str(again.experiment_id)
+
+    def _log_run_data(self, run_id: str, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric, Param
+
+        now = _now_ms()
+        param_list = [Param(k, v) for k, v in flatten_params(params).items()]
+        metric_list = [Metric(k, v, now, 0) for k, v in metrics.items()]
+        for chunk in _chunks(param_list, _BATCH_PARAMS_TAGS):
+            self.client.log_batch(run_id, params=chunk)
+        for chunk in _chunks(metric_list, _BATCH_METRICS):
+            self.client.log_batch(run_id, metrics=chunk)
+
+    def _log_model_artifacts(self, run_id: str, model: Any, input_example: pd.DataFrame) -> None:
+        import mlflow.sklearn
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(input_example, model.predict(input_example))
+        with tempfile.TemporaryDirectory(prefix="loopline-model-") as tmp:
+            path = Path(tmp) / MODEL_ARTIFACT_PATH
+            with _quiet_pickle_warning():
+                mlflow.sklearn.save_model(
+                    model,
+                    str(path),
+                    signature=signature,
+                    input_example=input_example,
+                    # Explicit requirements: inferring them re-imports the model in a
+                    # subprocess (10-14 s per registration).
+                    pip_requirements=_pip_requirements(),
+                    # Trust decision: cloudpickle, not skops. skops refuses arbitrary code on
+                    # load, but for our TF-IDF model it writes ~101 MB and loads in ~6 s, vs
+                    # ~4 MB / 0.5 s here, and serving hot-swaps models. Pickle executes code
+                    # from the file on load, so a registry must only be writable by people
+                    # you trust to run code on the serving host (true for the local
+                    # .loopline/ store; restrict write access on shared stores).
+                    serialization_format="cloudpickle",
+                )
+            self.client.log_artifacts(run_id, str(path), MODEL_ARTIFACT_PATH)
+
+    def _create_version(
+        self, name: str, source: str, run_id: str, tags: dict[str, str]
+    ) -> ModelVersion:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        return self.client.create_model_version(name, source, run_id, tags=_clip_tags(tags))
+
+    # -- look-up ----------------------------------------------------------------------
+
+    def resolve(self, ref: str) -> ModelVersionInfo:
+        """Resolve ``name@alias``, ``name/version`` or ``name`` (= ``name@champion``)."""
+        name, alias, version = parse_ref(ref)
+        if alias is not None:
+            found = self._version_by_alias(name, alias)
+        else:
+            assert version is not None
+            found = self._version_by_number(name, version)
+        return _info(found, aliases=_aliases_of(found), metrics=self._run_metrics(found.run_id))
+
+    def load(self, ref: str) -> LoadedModel:
+        """Resolve ``ref`` and load that version's scikit-learn model into memory."""
+        import mlflow.artifacts
+        import mlflow.sklearn
+        from mlflow.models import Model
+
+        info = self.resolve(ref)
+        uri = self.client.get_model_version_download_uri(info.name, info.version)
+        # A local file:// artifact comes back as its own path (no copy); remote stores
+        # are downloaded once and both the model and its MLmodel are read from there.
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri)
+        model = mlflow.sklearn.load_model(local)
+        signature = Model.load(os.path.join(local, "MLmodel")).signature
+        input_columns = list(signature.inputs.input_names()) if signature else []
+        classes = [str(c) for c in getattr(model, "classes_", [])]
+        return LoadedModel(info=info, model=model, input_columns=input_columns, classes=classes)
+
+    def find_version(self, name: str, tag: str, value: str) -> ModelVersionInfo | None:
+        """Return the newest version of ``name`` whose tag ``tag`` equals ``value``, or None.
+
+        Typical use: skip registering a model whose content hash is already registered.
+        An unknown model name gives None (nothing registered yet), not an error.
+        """
+        quoted_name, quoted_value = _sql_quote(name), _sql_quote(value)
+        if quoted_name and quoted_value and "`" not in tag:
+            candidates = self._search_versions(
+                f"name={quoted_name} and tags.`{tag}` = {quoted_value}"
+            )
+        else:  # quotes MLflow's filter syntax cannot express: filter here instead
+            candidates = self._versions_of(name)
+        matches = [v for v in candidates if v.tags.get(tag) == value]
+        if not matches:
+            return None
+        newest = max(matches, key=lambda v: int(v.version))
+        aliases = self._aliases_by_version(name).get(str(newest.version), [])
+        return _info(newest, aliases=aliases, metrics=self._run_metrics(newest.run_id))
+
+    def list_models(self) -> list[ModelVersionInfo]:
+        """All versions of all registered models, newest first."""
+        aliases: dict[tuple[str, str], list[str]] = {}
+        for registered in self._paged(self.client.search_registered_models, max_results=1000):
+            for alias, version in (registered.aliases or {}).items():
+                aliases.setdefault((registered.name, str(version)), []).append(alias)
+        versions = self._search_versions(None)
+        metrics_by_run: dict[str, dict[str, float]] = {}
+        infos = []
+        for v in versions:
+            if v.run_id and v.run_id not in metrics_by_run:
+                metrics_by_run[v.run_id] = self._run_metrics(v.run_id)
+            key = (v.name, str(v.version))
+            infos.append(
+                _info(v, sorted(aliases.get(key, [])), metrics_by_run.get(v.run_id or "", {}))
+            )
+        infos.sort(
+            key=lambda i: (i.created_at or datetime.min.replace(tzinfo=UTC), int(i.version)),
+            reverse=True,
+        )
+        return infos
+
+    def _version_by_alias(self, name: str, alias: str) -> ModelVersion:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(name, alias)
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
+            existing = self._registered_aliases(name)  # raises ModelNotFound for the name
+            known = ", ".join(sorted(existing)) or "none yet"
+            raise ModelNotFound(
+                f"model {name!r} has no alias {alias!r} (aliases: {known})",
+                hint=(
+                    f"use an existing alias or a version ({name}/<version>), or promote one: "
+                    f"`loopline models promote {name} VERSION`"
+                ),
+            ) from exc
+
+    def _version_by_number(self, name: str, version: str) -> ModelVersion:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version(name, version)
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
+            self._registered_aliases(name)  # raises ModelNotFound for the name
+            numbers = sorted(int(v.version) for v in self._versions_of(name))
+            raise ModelNotFound(
+                f"model {name!r} has no version {version!r} (versions: "
+                f"{', '.join(map(str, numbers)) or 'none'})",
+                hint="see `loopline models list`",
+            ) from exc
+
+    def _registered_aliases(self, name: str) -> dict[str, str]:
+        """Return alias -> version of ``name``; ModelNotFound (listing names) if unknown."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            registered = self.client.get_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
+            names = sorted(
+                r.name for r in self._paged(self.client.search_registered_models, max_results=1000)
+            )
+            raise ModelNotFound(
+                f"no registered model named {name!r}",
+                hint=f"registered models: {', '.join(names)}"
+                if names
+                else "nothing is registered yet; run a training pipeline first",
+            ) from exc
+        return {alias: str(v) for alias, v in (registered.aliases or {}).items()}
+
+    def _aliases_by_version(self, name: str) -> dict[str, list[str]]:
+        by_version: dict[str, list[str]] = {}
+        for alias, version in self._registered_aliases(name).items():
+            by_version.setdefault(version, []).append(alias)
+        return {v: sorted(a) for v, a in by_version.items()}
+
+    def _versions_of(self, name: str) -> list[ModelVersion]:
+        quoted = _sql_quote(name)
+        if quoted is not None:
+            return self._search_versions(f"name={quoted}")
+        return [v for v in self._search_versions(None) if v.name == name]
+
+    def _search_versions(self, filter_string: str | None) -> list[ModelVersion]:
+        return list(
+            self._paged(
+                self.client.search_model_versions, filter_string=filter_string, max_results=10_000
+            )
+        )
+
+    @staticmethod
+    def _paged(search: Any, **kwargs: Any) -> Iterator[Any]:
+        token = None
+        while True:
+            page = search(page_token=token, **kwargs)
+            yield from page
+            token = page.token
+            if not token:
+                return
+
+    def _run_metrics(self, run_id: str | None) -> dict[str, float]:
+        from mlflow.exceptions import MlflowException
+
+        if not run_id:
+            return {}
+        try:
+            return dict(self.client.get_run(run_id).data.metrics)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return {}  # run deleted: the version itself is still valid
+
+    # -- aliases ----------------------------------------------------------------------
+
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: str,
+        *,
+        reason: str,
+        actor: str,
+        run_id: str | None = None,
+    ) -> None:
+        """Point ``name@alias`` at ``version`` and record the move in the alias history."""
+        current = self._registered_aliases(name).get(alias)
+        self._move_alias(name, alias, str(version), current, reason, actor, run_id)
+
+    def promote(
+        self,
+        name: str,
+        version: str,
+        *,
+        reason: str,
+        actor: str,
+        run_id: str | None = None,
+    ) -> None:
+        """Make ``version`` the champion; the old champion (if different) becomes ``previous``.
+
+        Promoting the current champion again changes nothing and records nothing.
+        """
+        version = str(version)
+        aliases = self._registered_aliases(name)
+        old = aliases.get(CHAMPION)
+        if old == version:
+            return
+        self._version_by_number(name, version)  # fail before touching any alias
+        if old is not None:
+            # "previous" moves first: if we stop halfway the champion is still intact.
+            self._move_alias(name, PREVIOUS, old, aliases.get(PREVIOUS), reason, actor, run_id)
+        self._move_alias(name, CHAMPION, version, old, reason, actor, run_id)
+
+    def rollback(self, name: str, *, reason: str, actor: str) -> ModelVersionInfo:
+        """Swap ``champion`` and ``previous``; return the new champion.
+
+        Raises :class:`~loopline.errors.LooplineError` when there is no ``previous``.
+        """
+        aliases = self._registered_aliases(name)
+        target = aliases.get(PREVIOUS)
+        old = aliases.get(CHAMPION)
+        if target is None:
+            raise LooplineError(
+                f"cannot roll back {name!r}: it has no {PREVIOUS!r} version "
+                f"(champion: {old or 'none'})",
+                hint=f"choose a version explicitly: `loopline models promote {name} VERSION`",
+            )
+        # The champion moves first so that serving switches as early as possible.
+        self._move_alias(name, CHAMPION, target, old, reason, actor, None)
+        if old is not None and old != target:
+            self._move_alias(name, PREVIOUS, old, target, reason, actor, None)
+        return self.resolve(f"{name}@{CHAMPION}")
+
+    def alias_history(self, name: str) -> list[dict[str, Any]]:
+        """Recorded alias moves of ``name`` (empty when no history store is attached)."""
+        return self.history.alias_history(name) if self.history is not None else []
+
+    def _move_alias(
+        self,
+        name: str,
+        alias: str,
+        version: str,
+        previous_version: str | None,
+        reason: str,
+        actor: str,
+        run_id: str | None,
+    ) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.set_registered_model_alias(name, alias, version)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                self._version_by_number(name, version)  # raises a ModelNotFound that lists them
+            if exc.error_code == "INVALID_PARAMETER_VALUE":
+                raise LooplineError(
+                    f"cannot set alias {alias!r} on {name}/{version}: {exc.message}",
+                    hint="aliases 'latest' and 'v<number>' are reserved by MLflow",
+                ) from exc
+            raise
+        if self.history is not None:
+            self.history.record_alias_event(
+                model_name=name,
+                alias=alias,
+                version=version,
+                previous_version=previous_version,
+                reason=reason,
+                actor=actor,
+                run_id=run_id,
+            )
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
+    """Split a model reference into ``(name, alias, version)``; exactly one of the last two is set.
+
+    ``name@alias`` -> alias; ``name/3`` -> version ``"3"``; ``name`` -> alias ``champion``.
+    """
+    ref = ref.strip()
+    if "@" in ref:
+        name, alias = ref.rsplit("@", 1)
+        if name and alias:
+            return name, alias, None
+    elif "/" in ref:
+        name, version = ref.rsplit("/", 1)
+        if name and version.isdigit():
+            return name, None, str(int(version))
+    elif ref:
+        return ref, CHAMPION, None
+    raise LooplineError(
+        f"cannot read the model reference {ref!r}",
+        hint="write NAME (the champion), NAME@ALIAS or NAME/VERSION, e.g. sentiment@champion",
+    )
+
+
+def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Flatten nested metric dicts to ``{"a.b": 1.0}``; skip non-numbers and NaN/inf.
+
+    Keys are made valid MLflow metric keys (other characters become ``_``).
+    """
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_metrics(value, f"{full}."))
+        elif _is_number(value):
+            flat[_metric_key(full)] = float(value)
+    return flat
+
+
+def _is_number(value: Any) -> bool:
+    # bool is an int subclass but "passed: True" is not a metric; NaN/inf break comparisons.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Flatten nested parameter dicts to ``{"a.b": "value"}`` (strings, MLflow-sized)."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_params(value, f"{full}."))
+        else:
+            flat[_metric_key(full)] = str(value)[:_MAX_PARAM_LENGTH]
+    return flat
+
+
+def _metric_key(key: str) -> str:
+    return _INVALID_KEY_CHARS.sub("_", key)[:_MAX_KEY_LENGTH]
+
+
+def _clip_tags(tags: dict[str, str]) -> dict[str, str]:
+    return {_metric_key(str(k)): str(v)[:_MAX_TAG_LENGTH] for k, v in tags.items()}
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _sql_quote(value: str) -> str | None:
+    """Quote ``value`` for an MLflow filter string; None if it holds both quote kinds."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    return None
+
+
+def _aliases_of(version: ModelVersion) -> list[str]:
+    return sorted(getattr(version, "aliases", None) or [])
+
+
+def _info(version: ModelVersion, aliases: list[str], metrics: dict[str, float]) -> ModelVersionInfo:
+    tags = {str(k): str(v) for k, v in (version.tags or {}).items()}
+    created = version.creation_timestamp
+    return ModelVersionInfo(
+        name=version.name,
+        version=str(version.version),
+        run_id=version.run_id or None,
+        aliases=list(aliases),
+        tags=tags,
+        dataset_version=tags.get(TAG_DATASET_VERSION),
+        created_at=datetime.fromtimestamp(created / 1000, tz=UTC) if created else None,
+        metrics=dict(metrics),
+    )
+
+
+def _check_model_name(name: str) -> None:
+    # MLflow rejects '/' and ':'; '@' would make "name@alias" references ambiguous.
+    # Checked before the run is created, so a bad name leaves no half-registered run behind.
+    if not isinstance(name, str) or not name.strip() or any(c in name for c in "/:@"):
+        raise LooplineError(
+            f"invalid model name {name!r}: it must be non-empty and contain no '/', ':' or '@'",
+            hint="use letters, digits, '-', '_' and '.', e.g. 'sentiment'",
+        )
+
+
+def _check_input_example(input_example: Any) -> None:
+    import pandas as pd
+
+    if not isinstance(input_example, pd.DataFrame) or input_example.empty:
+        found = type(input_example).__name__
+        raise DataError(
+            f"input_example must be a non-empty pandas DataFrame; got {found}",
+            hint="pass a few training rows with only the input columns, e.g. df[['text']].head(5)",
+        )
+
+
+def _pip_requirements() -> list[str]:
+    """Pinned requirements of a Loopline scikit-learn model, read from this environment."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    requirements = []
+    # loopline is listed because trained pipelines reference its functions (preprocessors).
+    for package in ("loopline", "scikit-learn", "numpy", "scipy", "pandas", "cloudpickle"):
+        try:
+            requirements.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            requirements.append(package)
+    return requirements
+
+
+@contextmanager
+def _quiet_pickle_warning() -> Iterator[None]:
+    """Silence MLflow's pickle warning: the trade-off is decided and documented above."""
+    logger = logging.getLogger("mlflow.sklearn")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _default_artifact_location(tracking_uri: str) -> str | None:
+    db_path = _sqlite_path(tracking_uri)
+    if db_path is None:
+        return None  # a server or other store decides its own artifact root
+    return (db_path.parent / "mlartifacts").as_uri()
+
+
+def _sqlite_path(tracking_uri: str) -> Path | None:
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix) or tracking_uri.endswith(":memory:"):
+        return None
+    return Path(tracking_uri[len(prefix) :]).resolve()
+
+
+def _now_ms() -> int:
+    return int(datetime.now(tz=UTC).timestamp() * 1000)

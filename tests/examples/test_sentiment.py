@@ -1,0 +1,204 @@
+"""The sentiment reference system end to end, on generated and on real data."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from loopline.config import load_settings
+from loopline.core.artifacts import ArtifactStore
+from loopline.core.metadata import MetadataStore
+from loopline.examples.sentiment.demo import run_demo
+from loopline.examples.sentiment.pipeline import sentiment
+
+
+def loopline(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "loopline", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
+def test_demo_runs_the_whole_loop_and_reruns_from_cache(project: Path) -> None:
+    settings = load_settings(project)
+    summary = run_demo(settings)
+    assert summary["data"]["generated"] is True
+    assert summary["data"]["dataset_version"] == "tweets:v1"
+    assert summary["validation"]["passed"] is True
+    assert summary["gate"]["passed"] is True
+    assert summary["model"]["version"] == "1" and summary["model"]["promoted"] is True
+    assert summary["metrics"]["test"]["accuracy"] > 0.75
+    assert summary["metrics"]["gold"]["accuracy"] > 0.75
+    served = summary["serving"]
+    assert served["url"].startswith("http://127.0.0.1:")
+    assert len(served["predictions"]) == 5
+    for answer in served["predictions"]:
+        assert answer["label"] in {"negative", "positive"}
+        assert answer["model_version"] == "1"
+    again = run_demo(settings)
+    steps = len(sentiment.build(source="x", gold="y").nodes)
+    assert again["cache_hits"] == f"{steps}/{steps}"
+    assert again["model"]["version"] == "1"
+    history = MetadataStore(settings.metadata_url).alias_history("sentiment")
+    assert [(e["alias"], e["version"]) for e in history] == [("champion", "1")]
+
+
+def test_a_worse_candidate_is_registered_but_not_promoted(project: Path) -> None:
+    settings = load_settings(project)
+    run_demo(settings)
+    from loopline.examples.sentiment.demo import generated_data
+
+    data, gold = generated_data(settings)
+    worse = sentiment.run(settings, source=str(data), gold=str(gold), C=0.0005)
+    decision = worse.load("gate")
+    assert decision["passed"] is False
+    assert decision["champion_version"] == "1"
+    registered = worse.load("register")
+    assert registered["version"] == "2" and registered["promoted"] is False
+    assert registered["champion"] == "1"
+
+
+@pytest.mark.postgres
+def test_sentiment_pipeline_with_postgresql_metadata(project: Path, postgres_url: str) -> None:
+    settings = load_settings(project, metadata_url=postgres_url)
+    summary = run_demo(settings)
+    assert summary["model"]["promoted"] is True
+    store = MetadataStore(postgres_url)
+    assert store.current_alias("sentiment", "champion") == "1"
+    assert store.list_datasets("tweets")[0]["version"] == 1
+    assert store.model_version("sentiment", "1")["dataset_version"] == "tweets:v1"
+    store.close()
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+BAD_INPUTS: dict[str, tuple[str, bytes | None, str]] = {
+    "missing file": ("missing.csv", None, "not found"),
+    "empty file": ("empty.csv", b"", "empty"),
+    "wrong columns": ("cols.csv", b"message,sentiment\nhello,positive\nbye,negative\n", "text"),
+    "non-utf8 bytes": (
+        "latin.csv",
+        b"text,label\ncaf\xe9 time,positive\nbad,negative\n",
+        "cannot decode",
+    ),
+    "malformed row": (
+        "rows.csv",
+        b"text,label\nfine,positive\nbroken,row,negative,extra\nok,negative\n",
+        "line",
+    ),
+    "label outside schema": (
+        "labels.csv",
+        b"text,label\n"
+        + b"".join(f"text {i},positive\n".encode() for i in range(20))
+        + b"meh text,meh\n",
+        "meh",
+    ),
+}
+
+
+def _state(project: Path) -> tuple[list[str], str]:
+    settings = load_settings(project)
+    assert settings.artifact_root
+    hashes = ArtifactStore(settings.artifact_root).list_hashes()
+    models = loopline("models", "list", "--json", cwd=project)
+    return hashes, models.stdout
+
+
+def test_bad_inputs_fail_clearly_and_change_nothing(project: Path) -> None:
+    first = loopline("demo", "sentiment", "--json", cwd=project)
+    assert first.returncode == 0, first.stderr
+    before = _state(project)
+    for case, (name, content, expected) in BAD_INPUTS.items():
+        path = project / name
+        if content is not None:
+            _write(path, content)
+        done = loopline("run", "sentiment", "--param", f"source={path}", cwd=project)
+        assert done.returncode == 2, f"{case}: {done.stderr}"
+        assert expected in done.stderr, f"{case}: {done.stderr}"
+        assert "Traceback" not in done.stderr, case
+        assert _state(project) == before, f"{case} changed the stores"
+
+
+def test_serve_with_unknown_model_or_alias_is_a_clear_error(project: Path) -> None:
+    assert loopline("demo", "sentiment", "--json", cwd=project).returncode == 0
+    for ref, expected in (("nosuch@champion", "nosuch"), ("sentiment@staging", "staging")):
+        done = loopline("serve", ref, "--port", "0", cwd=project)
+        assert done.returncode == 2 and expected in done.stderr and "Traceback" not in done.stderr
+
+
+def _sentiment140_subset(shared_data: Path, target: Path, per_class: int) -> Path:
+    rows: list[dict[str, Any]] = []
+    folder = shared_data / "sentiment" / "sentiment140_train_sample"
+    for label in ("negative", "positive"):
+        with gzip.open(folder / f"{label}_tweets_50k.txt.gz", "rt", encoding="utf-8") as handle:
+            for _, line in zip(range(per_class), handle, strict=False):
+                rows.append({"text": line.rstrip("\n"), "label": label})
+    pd.DataFrame(rows).to_csv(target, index=False)
+    return target
+
+
+def _completed_steps(db: Path) -> set[str]:
+    if not db.exists():
+        return set()
+    try:
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("SELECT step FROM step_runs WHERE status = 'completed'")
+            return {r[0] for r in rows.fetchall()}
+    except sqlite3.OperationalError:  # the runner is still creating the tables
+        return set()
+
+
+def test_sigkill_during_training_then_rerun_resumes(project: Path, shared_data: Path) -> None:
+    data = _sentiment140_subset(shared_data, project / "tweets.csv", per_class=20_000)
+    cmd = [sys.executable, "-m", "loopline", "run", "sentiment", "--param", f"source={data}"]
+    proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    db = project / ".loopline" / "metadata.db"
+    deadline = time.monotonic() + 300
+    while "split" not in _completed_steps(db):
+        assert proc.poll() is None, "the run ended before training started"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)  # inside train now
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert "train" not in _completed_steps(db)
+    runs = loopline("runs", "list", "--json", cwd=project)
+    assert json.loads(runs.stdout)[0]["status"] == "killed"
+    done = loopline("run", "sentiment", "--param", f"source={data}", "--json", cwd=project)
+    assert done.returncode == 0, done.stderr
+    steps = {k: v["status"] for k, v in json.loads(done.stdout)["steps"].items()}
+    assert steps["ingest"] == steps["label"] == steps["split"] == "cached"
+    assert steps["train"] == "completed" and steps["register"] == "completed"
+
+
+@pytest.mark.slow
+def test_trained_on_sentiment140_reaches_80_percent_on_vader_gold(
+    project: Path, shared_data: Path
+) -> None:
+    sentiment_dir = shared_data / "sentiment"
+    result = sentiment.run(
+        load_settings(project),
+        source=str(sentiment_dir / "sentiment140_train_sample"),
+        gold=str(sentiment_dir / "vader" / "tweets_GroundTruth.txt"),
+    )
+    gold = result.load("evaluate_2")
+    assert gold["n"] == 2824 + 1268
+    assert gold["accuracy"] >= 0.80
