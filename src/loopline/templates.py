@@ -18,7 +18,7 @@ params:
 """
 
 _SENTIMENT_PIPELINE = '''\
-"""Tweet sentiment: ingest (+ validate), label, split, train, evaluate, gate, register.
+"""Tweet sentiment: ingest (+ validate), label, split, train, audit, evaluate, gate, register.
 
 The steps come from Loopline's reference system; replace any of them with your own
 @step function. Run with `loopline run sentiment`, serve with `loopline serve sentiment`.
@@ -26,8 +26,10 @@ The steps come from Loopline's reference system; replace any of them with your o
 
 from loopline import pipeline
 from loopline.examples.sentiment.pipeline import (
+    audit,
     evaluate,
     gate,
+    human_labels,
     ingest,
     label,
     register,
@@ -39,8 +41,9 @@ from loopline.examples.sentiment.pipeline import (
 @pipeline
 def sentiment(source: str = "data/tweets.csv", test_size: float = 0.2, seed: int = 0) -> None:
     data, _report = ingest(source)  # read + validate: bad data stops here
-    labelled = label(data)
+    labelled, _label_report = label(data, human_labels())  # + people's labels from the queue
     train_df, test_df = split(labelled, test_size=test_size, seed=seed)
+    audit(train_df)  # likely mislabelled rows go to the review queue
     model = train(train_df, seed=seed)
     metrics = evaluate(model, test_df)
     decision = gate(model, metrics, test_df, None, None)

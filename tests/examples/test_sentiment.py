@@ -202,3 +202,28 @@ def test_trained_on_sentiment140_reaches_80_percent_on_vader_gold(
     gold = result.load("evaluate_2")
     assert gold["n"] == 2824 + 1268
     assert gold["accuracy"] >= 0.80
+
+
+def test_audit_queues_items_and_human_labels_flow_into_the_next_run(project: Path) -> None:
+    from loopline.examples.sentiment.demo import generated_data
+    from loopline.label.queue import LabelQueue
+
+    settings = load_settings(project)
+    summary = run_demo(settings)
+    assert summary["audit"]["queued"] > 0
+    store = MetadataStore(settings.metadata_url)
+    queue = LabelQueue(store, "sentiment")
+    task = queue.next_task("alice")
+    assert task is not None and task.source == "noise_audit"
+    flipped = "negative" if task.payload.get("given_label") == "positive" else "positive"
+    queue.submit(task.id, "alice", flipped)
+
+    data, gold = generated_data(settings)
+    result = sentiment.run(settings, source=str(data), gold=str(gold))
+    assert result.steps["ingest"].status == "cached"
+    assert result.steps["human_labels"].status == "completed"
+    assert result.steps["label"].status == "completed"
+    labelled = result.load("label", "labelled").set_index("text")
+    assert labelled.loc[task.text, "label_source"] == "human"
+    assert labelled.loc[task.text, "label"] == flipped
+    assert result.steps["human_labels"].dataset_version == 2

@@ -101,8 +101,7 @@ class JsonMaterializer:
 class SklearnModelMaterializer:
     """scikit-learn estimators <-> the MLflow model format (``MLmodel`` + pickled model).
 
-    Pickle (cloudpickle) is chosen over skops for load speed (see docs/architecture.md):
-    artifacts come from this project's own store, which must be trusted like its code.
+    Pickle (cloudpickle) is chosen over skops for load speed: see ``save_sklearn_model``.
     """
 
     name = "mlflow.sklearn"
@@ -111,17 +110,9 @@ class SklearnModelMaterializer:
         return _type_path(obj).startswith("sklearn.") and hasattr(obj, "fit")
 
     def save(self, obj: Any, folder: Path) -> None:
-        from loopline.registry.mlflow_env import quiet_mlflow
+        from loopline.registry.mlflow_env import save_sklearn_model
 
-        quiet_mlflow()
-        import mlflow.sklearn
-
-        mlflow.sklearn.save_model(
-            obj,
-            str(folder / "model"),
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
-            pip_requirements=["scikit-learn", "pandas", "numpy", "cloudpickle"],
-        )
+        save_sklearn_model(obj, folder / "model")
 
     def load(self, folder: Path) -> Any:
         from loopline.registry.mlflow_env import quiet_mlflow

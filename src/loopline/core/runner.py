@@ -9,11 +9,14 @@ and artifacts either whole or absent, so the next run resumes from there.
 
 from __future__ import annotations
 
+import builtins
 import concurrent.futures as cf
 import importlib
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -171,7 +174,10 @@ class Runner:
         failure: tuple[str, BaseException] | None = None
         pool_cls = cf.ProcessPoolExecutor if self.executor == "processes" else None
         process_pool = pool_cls(self.max_workers) if pool_cls else None
-        with cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="loopline") as pool:
+        with (
+            _serial_imports(),
+            cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="loopline") as pool,
+        ):
             running: dict[cf.Future[None], Node] = {}
             while pending or running:
                 if failure is None:
@@ -381,6 +387,37 @@ class Runner:
     ) -> None:
         if self.on_event is not None:
             self.on_event(RunEvent(run_id, step, status, duration))
+
+
+_import_lock = threading.RLock()
+_import_users = 0
+_plain_import = builtins.__import__
+
+
+def _locked_import(*args: Any, **kwargs: Any) -> Any:
+    with _import_lock:
+        return _plain_import(*args, **kwargs)
+
+
+@contextmanager
+def _serial_imports() -> Iterator[None]:
+    """Serialise ``import`` statements while steps run in threads.
+
+    Two threads importing a package with internal circular imports for the first time
+    (scikit-learn does this) can each see the other's half-initialised module and fail;
+    steps import their heavy libraries lazily, so parallel steps would hit exactly that.
+    """
+    global _import_users
+    with _import_lock:
+        _import_users += 1
+        builtins.__import__ = _locked_import
+    try:
+        yield
+    finally:
+        with _import_lock:
+            _import_users -= 1
+            if _import_users == 0:
+                builtins.__import__ = _plain_import
 
 
 def result_load(result: RunResult, digest: str) -> Any:

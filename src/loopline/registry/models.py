@@ -19,21 +19,19 @@ same MLmodel, no global state.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import re
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from loopline.errors import DataError, LooplineError, ModelNotFound
-from loopline.registry.mlflow_env import quiet_mlflow
+from loopline.registry.mlflow_env import quiet_mlflow, save_sklearn_model
 
 if TYPE_CHECKING:
     import numpy as np
@@ -257,29 +255,12 @@ class ModelRegistry:
             self.client.log_batch(run_id, metrics=chunk)
 
     def _log_model_artifacts(self, run_id: str, model: Any, input_example: pd.DataFrame) -> None:
-        import mlflow.sklearn
         from mlflow.models import infer_signature
 
         signature = infer_signature(input_example, model.predict(input_example))
         with tempfile.TemporaryDirectory(prefix="loopline-model-") as tmp:
             path = Path(tmp) / MODEL_ARTIFACT_PATH
-            with _quiet_pickle_warning():
-                mlflow.sklearn.save_model(
-                    model,
-                    str(path),
-                    signature=signature,
-                    input_example=input_example,
-                    # Explicit requirements: inferring them re-imports the model in a
-                    # subprocess (10-14 s per registration).
-                    pip_requirements=_pip_requirements(),
-                    # Trust decision: cloudpickle, not skops. skops refuses arbitrary code on
-                    # load, but for our TF-IDF model it writes ~101 MB and loads in ~6 s, vs
-                    # ~4 MB / 0.5 s here, and serving hot-swaps models. Pickle executes code
-                    # from the file on load, so a registry must only be writable by people
-                    # you trust to run code on the serving host (true for the local
-                    # .loopline/ store; restrict write access on shared stores).
-                    serialization_format="cloudpickle",
-                )
+            save_sklearn_model(model, path, signature=signature, input_example=input_example)
             self.client.log_artifacts(run_id, str(path), MODEL_ARTIFACT_PATH)
 
     def _create_version(
@@ -676,32 +657,6 @@ def _check_input_example(input_example: Any) -> None:
             f"input_example must be a non-empty pandas DataFrame; got {found}",
             hint="pass a few training rows with only the input columns, e.g. df[['text']].head(5)",
         )
-
-
-def _pip_requirements() -> list[str]:
-    """Pinned requirements of a Loopline scikit-learn model, read from this environment."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    requirements = []
-    # loopline is listed because trained pipelines reference its functions (preprocessors).
-    for package in ("loopline", "scikit-learn", "numpy", "scipy", "pandas", "cloudpickle"):
-        try:
-            requirements.append(f"{package}=={version(package)}")
-        except PackageNotFoundError:
-            requirements.append(package)
-    return requirements
-
-
-@contextmanager
-def _quiet_pickle_warning() -> Iterator[None]:
-    """Silence MLflow's pickle warning: the trade-off is decided and documented above."""
-    logger = logging.getLogger("mlflow.sklearn")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _default_artifact_location(tracking_uri: str) -> str | None:

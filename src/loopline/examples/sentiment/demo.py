@@ -56,7 +56,6 @@ def run_demo(
     Returns a JSON-able summary of every stage.
     """
     from loopline.examples.sentiment.pipeline import sentiment
-    from loopline.label.weak import label_source_counts
 
     generated = data is None
     if data is None:
@@ -83,7 +82,8 @@ def run_demo(
             "warnings": report.get("warnings", []),
             "label_counts": report.get("label_counts", {}),
         },
-        "label_sources": label_source_counts(result.load("label")),
+        "labeling": _labeling(result.load("label", "report")),
+        "audit": result.load("audit"),
         "model": registered,
         "metrics": {
             "test": _headline(result.load("evaluate")),
@@ -96,6 +96,14 @@ def run_demo(
     }
     summary["serving"] = _serve_and_predict(settings, registered["model_name"], texts or DEMO_TEXTS)
     return summary
+
+
+def _labeling(report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "sources": report["label_sources"],
+        "lf_summary": report["lf_summary"],
+        "lf_problems": report["lf_problems"],
+    }
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -141,7 +149,14 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         + f" · labels {v['label_counts']}"
         + (f" · {len(v['warnings'])} warning(s)" if v["warnings"] else ""),
     )
-    table.add_row("labels", ", ".join(f"{k}: {n}" for k, n in summary["label_sources"].items()))
+    labeling = summary["labeling"]
+    table.add_row("labels", ", ".join(f"{k}: {n}" for k, n in labeling["sources"].items()))
+    audit = summary["audit"]
+    table.add_row(
+        "noise audit",
+        f"{audit['flagged']} of {audit['audited_rows']} rows look mislabelled; "
+        f"{audit['queued']} new in the review queue (`loopline label serve`)",
+    )
     m = summary["model"]
     table.add_row(
         "model",
@@ -172,3 +187,7 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     table.add_row("artifacts", str(summary["artifacts"]))
     table.add_row("MLflow", str(summary["mlflow"]))
     console.print(table)
+    if labeling["lf_summary"]:
+        from loopline.label.analysis import summary_table
+
+        console.print(summary_table(labeling["lf_summary"], title="Labeling functions (dev rows)"))

@@ -1,6 +1,7 @@
-"""The sentiment reference system: raw tweets to a registered, gated model.
+r"""The sentiment reference system: raw tweets to a registered, gated model.
 
-    ingest (read + validate) -> label -> split -> train -> evaluate (test, gold) -> gate -> register
+    ingest (read + validate) -+-> label -> split -> train -> evaluate -> gate -> register
+    human_labels (queue) -----+             \-> audit (noise audit -> review queue)
 
 Each step is a plain function; the runner caches, versions and records them. Heavy
 libraries are imported inside steps, so a fully cached run never loads scikit-learn,
@@ -61,12 +62,57 @@ def ingest_gold(
     return _read_valid(source, fmt, encoding, labels)
 
 
-@step
-def label(data: pd.DataFrame, strategy: str = "existing_then_weak") -> pd.DataFrame:
-    """Keep given labels and fill the gaps with labeling functions (emoticons, VADER)."""
-    from loopline.label.weak import apply_labels
+def _queue_state(ctx: RunContext, params: dict[str, Any], inputs: dict[str, str]) -> str:
+    """Human labels live in the review queue: its annotations are part of the cache key."""
+    from loopline.label.queue import annotation_watermark
 
-    return apply_labels(data, strategy=strategy)  # type: ignore[arg-type]
+    return annotation_watermark(ctx.metadata, params["queue"])
+
+
+@step(dataset="human_labels", cache_extra=_queue_state)
+def human_labels(ctx: RunContext, queue: str = MODEL_NAME) -> pd.DataFrame:
+    """The labels people gave in the review queue (empty until someone labels)."""
+    from loopline.label.queue import load_human_labels
+
+    return load_human_labels(ctx.metadata, queue)
+
+
+@step(outputs=("labelled", "report"))
+def label(data: pd.DataFrame, human: pd.DataFrame, dev_rows: int = 2_000, seed: int = 0) -> Any:
+    """Given labels, then LFs (emoticons, VADER) + label model, then human overrides."""
+    from loopline.label.stage import label_texts
+
+    return label_texts(data, LABELS, human=human, dev_rows=dev_rows, seed=seed)
+
+
+@step
+def audit(
+    train: pd.DataFrame,
+    ctx: RunContext,
+    queue: str = MODEL_NAME,
+    max_rows: int = 2_000,
+    max_flagged: int = 50,
+    seed: int = 0,
+) -> dict:
+    """Flag likely mislabelled training rows (confident learning) and queue them for review."""
+    from loopline.label.audit import noise_audit
+    from loopline.label.queue import LabelQueue
+
+    sample = train.sample(min(max_rows, len(train)), random_state=seed).reset_index(drop=True)
+    result = noise_audit(sample["text"], sample["label"], seed=seed)
+    flagged = sample.iloc[result.issues[:max_flagged]]
+    review = LabelQueue(ctx.metadata, queue, labels=list(LABELS))
+    added = review.add_items(
+        flagged[["text"]].assign(given_label=flagged["label"]),
+        source="noise_audit",
+        priority=1.0,
+    )
+    return {
+        "audited_rows": len(sample),
+        "flagged": len(result.issues),
+        "queued": added,
+        "examples": flagged[["text", "label"]].head(5).to_dict("records"),
+    }
 
 
 @step(outputs=("train", "test"))
@@ -87,7 +133,8 @@ def train(train: pd.DataFrame, C: float | None = None, seed: int = 0) -> Any:
     params = TextClassifierParams(seed=seed)
     if C is not None:
         params = replace(params, C=C)
-    return train_text_classifier(train[["text", "label"]], params)
+    weights = train["sample_weight"].to_numpy() if "sample_weight" in train else None
+    return train_text_classifier(train[["text", "label"]], params, sample_weight=weights)
 
 
 @step
@@ -216,7 +263,7 @@ def sentiment(
     gold: str | None = None,
     fmt: str = "auto",
     encoding: str | None = None,
-    label_strategy: str = "existing_then_weak",
+    audit_rows: int = 2_000,
     test_size: float = 0.2,
     seed: int = 0,
     C: float | None = None,
@@ -227,8 +274,10 @@ def sentiment(
 ) -> None:
     """Train, evaluate and (if it beats the champion) promote a tweet sentiment model."""
     data, _report = ingest(source, fmt=fmt, encoding=encoding)
-    labelled = label(data, strategy=label_strategy)
+    labelled, _label_report = label(data, human_labels(queue=model_name), seed=seed)
     train_df, test_df = split(labelled, test_size=test_size, seed=seed)
+    if audit_rows > 0:
+        audit(train_df, queue=model_name, max_rows=audit_rows, seed=seed)
     model = train(train_df, C=C, seed=seed)
     metrics = evaluate(model, test_df)
     gold_df = gold_metrics = None
