@@ -30,26 +30,41 @@ LOOPLINE = Path(sys.executable).with_name("loopline")
 
 def plain_script(project: Path) -> dict[str, float]:
     """The same steps, called directly: no runner, no cache, no artifact store."""
+    import pandas as pd
+
+    from loopline.core.metadata import MetadataStore
     from loopline.data.ingest import load_source
     from loopline.data.split import group_split
     from loopline.data.validate import validate_text_dataset
     from loopline.evaluate.gate import GateRules, decide
     from loopline.evaluate.metrics import evaluate_classifier
-    from loopline.label.weak import apply_labels
+    from loopline.label.audit import noise_audit
+    from loopline.label.queue import LabelQueue, load_human_labels
+    from loopline.label.stage import label_texts
     from loopline.registry.models import ModelRegistry
     from loopline.train.text import TextClassifierParams, train_text_classifier
 
-    data, _ = validate_text_dataset(load_source(TRAIN))
-    train, test = group_split(apply_labels(data, strategy="existing_then_weak"))
-    model = train_text_classifier(train[["text", "label"]], TextClassifierParams())
+    labels = ["negative", "positive"]
+    store = MetadataStore(f"sqlite:///{project / 'metadata.db'}")
+    data, _ = validate_text_dataset(load_source(TRAIN), labels=labels)
+    labelled, _ = label_texts(data, labels, human=load_human_labels(store, "sentiment"))
+    train, test = group_split(labelled)
+    sample = train.sample(2000, random_state=0).reset_index(drop=True)
+    flagged = sample.iloc[noise_audit(sample["text"], sample["label"]).issues[:50]]
+    LabelQueue(store, "sentiment", labels=labels).add_items(
+        flagged[["text"]], source="noise_audit", priority=1.0
+    )
+    model = train_text_classifier(
+        train[["text", "label"]], TextClassifierParams(), sample_weight=train["sample_weight"]
+    )
     metrics = evaluate_classifier(model, test)
-    gold, _ = validate_text_dataset(load_source(GOLD))
+    gold, _ = validate_text_dataset(load_source(GOLD), labels=labels)
     gold_metrics = evaluate_classifier(model, gold)
-    decision = decide(metrics, None, GateRules())
-    import pandas as pd
-
+    decision = decide(metrics, None, GateRules(min_value=0.6))
     registry = ModelRegistry(
-        f"sqlite:///{project / 'mlflow.db'}", artifact_location=(project / "mlruns").as_uri()
+        f"sqlite:///{project / 'mlflow.db'}",
+        artifact_location=(project / "mlruns").as_uri(),
+        history=store,
     )
     info = registry.register(
         model,

@@ -11,13 +11,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
-import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from loopline.cli_support import JsonOpt, print_json
 from loopline.errors import LooplineError, StepFailed
 from loopline.label.cli import label_app
+from loopline.serve.cli import serve_command
 
 if TYPE_CHECKING:
     from loopline.config import Settings
@@ -44,8 +45,6 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # errors stay one line
 _state: dict[str, Any] = {"debug": False, "project": None}
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
-
 
 @app.callback()
 def _root(
@@ -63,15 +62,6 @@ def _settings() -> Settings:
     from loopline.config import load_settings
 
     return load_settings(_state["project"])
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(
-        orjson.dumps(
-            value, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
-        ).decode()
-        + "\n"
-    )
 
 
 # -- init ----------------------------------------------------------------------------
@@ -135,7 +125,7 @@ def run(
             **params,
         )
     if as_json:
-        _print_json(_run_summary(result))
+        print_json(_run_summary(result))
         return
     _print_steps(result)
 
@@ -226,7 +216,7 @@ def runs_list(
     assert settings.metadata_url
     rows = MetadataStore(settings.metadata_url).list_runs(limit, pipeline_name)
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     table = Table(title="runs")
     for col in ("run", "pipeline", "status", "started", "time", "steps", "code"):
@@ -252,7 +242,7 @@ def runs_show(
     assert settings.metadata_url
     run_row = MetadataStore(settings.metadata_url).get_run(run_id)
     if as_json:
-        _print_json(run_row)
+        print_json(run_row)
         return
     out.print(
         f"[bold]run {run_row['id']}[/] · {run_row['pipeline']} · {run_row['status']} · "
@@ -289,7 +279,7 @@ def models_list(as_json: JsonOpt = False) -> None:
     """Every registered model version with its aliases and data version."""
     versions = _registry().list_models()
     if as_json:
-        _print_json([v.to_dict() for v in versions])
+        print_json([v.to_dict() for v in versions])
         return
     table = Table(title="models")
     for col in ("model", "version", "aliases", "data", "run", "created"):
@@ -337,7 +327,7 @@ def models_history(name: str, as_json: JsonOpt = False) -> None:
     """Every alias move of a model: when, which version, why, by whom."""
     events = _registry().alias_history(name)
     if as_json:
-        _print_json(events)
+        print_json(events)
         return
     table = Table(title=f"alias history of {name}")
     for col in ("time", "alias", "version", "was", "actor", "reason"):
@@ -355,20 +345,7 @@ def models_history(name: str, as_json: JsonOpt = False) -> None:
 
 
 # -- serve / predict ------------------------------------------------------------------
-@app.command()
-def serve(
-    model: Annotated[str, typer.Argument(metavar="MODEL[@ALIAS]", help="e.g. sentiment@champion")],
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    max_body_bytes: Annotated[int, typer.Option(help="Larger requests get 413.")] = 1_000_000,
-) -> None:
-    """Serve a registered model over HTTP (POST /predict, /health, /ready, /model, /metrics)."""
-    from loopline.serve import serve as run_server
-
-    ref = model if ("@" in model or "/" in model) else f"{model}@champion"
-    loaded = _registry().load(ref)
-    err.print(f"serving {loaded.info.name} version {loaded.info.version} on http://{host}:{port}")
-    run_server(loaded, host=host, port=port, max_body_bytes=max_body_bytes)
+app.command("serve")(serve_command)
 
 
 @app.command("predict-remote")
@@ -382,7 +359,7 @@ def predict_remote_cmd(
 
     answers = predict_remote(url, texts)
     if as_json:
-        _print_json(answers)
+        print_json(answers)
         return
     _print_predictions(answers)
 
@@ -422,10 +399,10 @@ def data_validate(
         _, report = validate_text_dataset(frame)
     except ValidationFailed as exc:
         if as_json:
-            _print_json(exc.report)
+            print_json(exc.report)
         raise
     if as_json:
-        _print_json(report)
+        print_json(report)
     else:
         out.print(format_report(report))
 
@@ -448,7 +425,7 @@ def demo(
     with _StepProgress(enabled=not as_json) as on_event:
         summary = run_demo(_settings(), data=data, gold=gold, on_event=on_event)
     if as_json:
-        _print_json(summary)
+        print_json(summary)
     else:
         print_summary(summary, out)
 

@@ -39,7 +39,9 @@ class Settings(BaseSettings):
 
     Every location has an embedded default and takes a server URL instead:
     ``metadata_url`` a SQLAlchemy URL (``sqlite:///...`` or ``postgresql://...``),
-    ``artifact_root`` a folder or any fsspec URL, ``mlflow_tracking_uri`` any MLflow URI.
+    ``artifact_root`` a folder or any fsspec URL, ``mlflow_tracking_uri`` any MLflow URI,
+    ``prediction_log_url`` a folder of Parquet segments or a ``postgresql://`` URL.
+    ``monitoring`` holds the alert rules (validated by :mod:`loopline.monitor`).
     """
 
     model_config = SettingsConfigDict(env_prefix="LOOPLINE_", extra="forbid")
@@ -49,10 +51,12 @@ class Settings(BaseSettings):
     metadata_url: str | None = None
     artifact_root: str | None = None
     mlflow_tracking_uri: str | None = None
+    prediction_log_url: str | None = None
     executor: Literal["threads", "processes"] = "threads"
     max_workers: int = Field(default=4, ge=1)
     pipelines: dict[str, str] = Field(default_factory=dict)
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    monitoring: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(
@@ -85,6 +89,8 @@ class Settings(BaseSettings):
             self.artifact_root = str(self.project_root / self.artifact_root)
         if self.mlflow_tracking_uri is None:
             self.mlflow_tracking_uri = f"sqlite:///{self.home / 'mlflow.db'}"
+        if self.prediction_log_url is None:
+            self.prediction_log_url = str(self.home / "predictions")
         return self
 
     @property

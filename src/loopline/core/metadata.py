@@ -25,7 +25,7 @@ from loopline.core.artifacts import StoredArtifact
 from loopline.errors import ConfigError, LooplineError
 
 # The newest migration; the store upgrades any older database to it on open.
-SCHEMA_HEAD = "0002_label_queue"
+SCHEMA_HEAD = "0003_feedback_alerts"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 

@@ -61,8 +61,10 @@ class Step:
         dataset: str | None = None,
         version: str = "",
         cache_extra: CacheExtra | None = None,
+        executor: Literal["threads", "processes"] | None = None,
     ) -> None:
         self.fn = fn
+        self.executor = executor
         self.name = fn.__name__
         self.outputs = outputs or ("output",)
         self.cache = cache
@@ -130,6 +132,7 @@ def step(
     dataset: str | None = None,
     version: str = "",
     cache_extra: CacheExtra | None = None,
+    executor: Literal["threads", "processes"] | None = None,
 ) -> Callable[[Callable[..., Any]], Step]: ...
 
 
@@ -142,6 +145,7 @@ def step(
     dataset: str | None = None,
     version: str = "",
     cache_extra: CacheExtra | None = None,
+    executor: Literal["threads", "processes"] | None = None,
 ) -> Step | Callable[[Callable[..., Any]], Step]:
     """Make a function a pipeline step.
 
@@ -151,6 +155,9 @@ def step(
         dataset: record the (single) output as a new version of this named dataset.
         version: bump to invalidate the cache by hand (e.g. after changing a dependency).
         cache_extra: adds outside state to the cache key (e.g. the current champion).
+        executor: run this step in a child process ("processes") even when the run uses
+            threads: for steps that hold the GIL (pure-Python text processing) and would
+            slow the steps running beside them.
     """
 
     def wrap(func: Callable[..., Any]) -> Step:
@@ -161,6 +168,7 @@ def step(
             dataset=dataset,
             version=version,
             cache_extra=cache_extra,
+            executor=executor,
         )
 
     return wrap(fn) if fn is not None else wrap

@@ -12,6 +12,9 @@ from __future__ import annotations
 import builtins
 import concurrent.futures as cf
 import importlib
+import importlib.util
+import multiprocessing
+import sys
 import threading
 import time
 import traceback
@@ -56,18 +59,45 @@ class StepResult:
     error: str | None = None
 
 
-@dataclass
 class RunContext:
     """The project's stores, for the few steps whose job is a side effect (e.g. register).
 
     A step receives it by annotating a parameter ``RunContext``; ``cache_extra`` hooks get
-    it too. It never enters a cache key.
+    it too. It never enters a cache key. It pickles without its open stores, so a step in a
+    child process reopens them from the settings.
     """
 
-    settings: Settings
-    metadata: MetadataStore
-    artifacts: ArtifactStore
-    run_id: str
+    def __init__(
+        self,
+        settings: Settings,
+        run_id: str,
+        metadata: MetadataStore | None = None,
+        artifacts: ArtifactStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.run_id = run_id
+        self._metadata = metadata
+        self._artifacts = artifacts
+
+    @property
+    def metadata(self) -> MetadataStore:
+        if self._metadata is None:
+            assert self.settings.metadata_url
+            self._metadata = MetadataStore(self.settings.metadata_url)
+        return self._metadata
+
+    @property
+    def artifacts(self) -> ArtifactStore:
+        if self._artifacts is None:
+            assert self.settings.artifact_root
+            self._artifacts = ArtifactStore(self.settings.artifact_root)
+        return self._artifacts
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"settings": self.settings, "run_id": self.run_id}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["settings"], state["run_id"])  # type: ignore[misc]
 
 
 @dataclass
@@ -172,8 +202,15 @@ class Runner:
         pending = list(dag.nodes)
         done: set[str] = set()
         failure: tuple[str, BaseException] | None = None
-        pool_cls = cf.ProcessPoolExecutor if self.executor == "processes" else None
-        process_pool = pool_cls(self.max_workers) if pool_cls else None
+        wants_processes = self.executor == "processes" or any(
+            n.step.executor == "processes" for n in dag.nodes
+        )
+        process_pool = None
+        if wants_processes:
+            # spawn, not fork: this process holds threads and locks a fork would copy.
+            process_pool = cf.ProcessPoolExecutor(
+                self.max_workers, mp_context=multiprocessing.get_context("spawn")
+            )
         with (
             _serial_imports(),
             cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="loopline") as pool,
@@ -221,11 +258,13 @@ class Runner:
             return
         step_result.status = "running"
         try:
-            if process_pool is not None and not node.step.context_params():
+            in_process = node.step.executor == "processes" or (
+                node.step.executor is None and self.executor == "processes"
+            )
+            if process_pool is not None and in_process:
                 stored = process_pool.submit(
                     _run_in_process,
-                    node.step.fn.__module__,
-                    node.step.fn.__qualname__,
+                    _StepRef.of(node.step.fn),
                     self._process_inputs(node, inputs, result),
                     node.params,
                     self.artifacts.root,
@@ -279,7 +318,7 @@ class Runner:
                 self._artifact_info(digest) if arg in info_params else result_load(result, digest)
             )
         for arg in node.step.context_params():
-            kwargs[arg] = RunContext(self.settings, self.metadata, self.artifacts, result.run_id)
+            kwargs[arg] = self._context(result.run_id)
         value = node.step.fn(**kwargs)
         values = _split_outputs(node.name, node.step.outputs, value)
         stored = {}
@@ -293,10 +332,13 @@ class Runner:
         self, node: Node, inputs: dict[str, str], result: RunResult
     ) -> dict[str, Any]:
         info_params = node.step.info_params()
-        return {
+        values: dict[str, Any] = {
             arg: self._artifact_info(digest) if arg in info_params else ("hash", digest)
             for arg, digest in inputs.items()
         }
+        for arg in node.step.context_params():
+            values[arg] = self._context(result.run_id)
+        return values
 
     def _try_cache(
         self,
@@ -347,8 +389,7 @@ class Runner:
                 params[name] = {"path": str(value), "content": self._fingerprint(Path(value))}
         extra = ""
         if node.step.cache_extra is not None:
-            context = RunContext(self.settings, self.metadata, self.artifacts, "")
-            extra = node.step.cache_extra(context, node.params, inputs)
+            extra = node.step.cache_extra(self._context(""), node.params, inputs)
         return sha256_bytes(
             node.step.code_hash.encode(),
             canonical_json(params),
@@ -372,6 +413,9 @@ class Runner:
         obj = result.objects.get(art.hash)
         rows = len(obj) if obj is not None and hasattr(obj, "__len__") else None
         return node.step.dataset, art.hash, rows, canonical_json(node.params).decode()
+
+    def _context(self, run_id: str) -> RunContext:
+        return RunContext(self.settings, run_id, self.metadata, self.artifacts)
 
     def _artifact_info(self, digest: str) -> ArtifactInfo:
         dataset = None
@@ -439,22 +483,51 @@ def _split_outputs(step: str, names: tuple[str, ...], value: Any) -> dict[str, A
     return dict(zip(names, value, strict=True))
 
 
+@dataclass(frozen=True)
+class _StepRef:
+    """How a child process finds a step function: by module name, or by file."""
+
+    module: str
+    qualname: str
+    file: str | None
+
+    @classmethod
+    def of(cls, fn: Callable[..., Any]) -> _StepRef:
+        module = sys.modules.get(fn.__module__)
+        return cls(fn.__module__, fn.__qualname__, getattr(module, "__file__", None))
+
+    def resolve(self) -> Callable[..., Any]:
+        if self.module in sys.modules:
+            target: Any = sys.modules[self.module]
+        else:
+            try:
+                target = importlib.import_module(self.module)
+            except ModuleNotFoundError:
+                # A project's pipeline file loaded by path (see loopline.project).
+                if self.file is None:
+                    raise
+                spec = importlib.util.spec_from_file_location(self.module, self.file)
+                assert spec and spec.loader
+                target = importlib.util.module_from_spec(spec)
+                sys.modules[self.module] = target
+                spec.loader.exec_module(target)
+        for part in self.qualname.split("."):
+            target = getattr(target, part)
+        return getattr(target, "fn", target)
+
+
 def _run_in_process(
-    module: str,
-    qualname: str,
+    ref: _StepRef,
     inputs: dict[str, Any],
     params: dict[str, Any],
     artifact_root: str,
     outputs: tuple[str, ...],
 ) -> dict[str, StoredArtifact]:
     """Child-process body: load inputs from the store, run, store outputs."""
-    target: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        target = getattr(target, part)
-    fn = getattr(target, "fn", target)
+    fn = ref.resolve()
     store = ArtifactStore(artifact_root)
     kwargs = dict(params)
     for arg, value in inputs.items():
         kwargs[arg] = store.load(value[1]) if isinstance(value, tuple) else value
-    values = _split_outputs(qualname, outputs, fn(**kwargs))
+    values = _split_outputs(ref.qualname, outputs, fn(**kwargs))
     return {name: store.save(obj) for name, obj in values.items()}

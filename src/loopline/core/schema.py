@@ -103,6 +103,8 @@ model_versions = sa.Table(
     sa.Column("dataset_version", sa.String(220)),
     sa.Column("mlflow_run_id", sa.String(64)),
     sa.Column("run_id", sa.String(32)),
+    # The reference profile (an artifact) that monitoring compares live traffic with.
+    sa.Column("profile_hash", sa.String(64)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
@@ -155,4 +157,35 @@ label_annotations = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("task_id", "annotator", name="uq_label_annotations_task_annotator"),
     sa.Index("ix_label_annotations_annotator", "annotator"),
+)
+
+# Ground truth that arrives after a prediction (POST /feedback, the review queue).
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(64), nullable=False, index=True),
+    sa.Column("model_name", sa.String(200)),
+    sa.Column("label", sa.String(200), nullable=False),
+    sa.Column("source", sa.String(50), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+# Alerts raised by monitoring rules and the action taken for each.
+alert_events = sa.Table(
+    "alert_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.String(200), nullable=False, index=True),
+    sa.Column("model_version", sa.String(20)),
+    sa.Column("rule", sa.String(200), nullable=False),
+    sa.Column("metric", sa.String(200), nullable=False),
+    sa.Column("value", sa.Float),
+    sa.Column("threshold", sa.Float),
+    sa.Column("window_start", sa.DateTime(timezone=True)),
+    sa.Column("window_end", sa.DateTime(timezone=True)),
+    sa.Column("action", sa.String(50), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("details", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
 )

@@ -17,7 +17,6 @@ Every command takes ``--queue NAME`` (default ``default``). User errors raise
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,6 +24,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from loopline.cli_support import JsonOpt, print_json, settings_from
 from loopline.errors import DataError, LooplineError
 
 if TYPE_CHECKING:
@@ -47,13 +47,6 @@ QueueOpt = Annotated[str, typer.Option("--queue", "-q", help="Queue name.")]
 AnnotatorOpt = Annotated[
     str, typer.Option("--annotator", "-a", envvar="LOOPLINE_ANNOTATOR", help="Your name.")
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
-
-
-def _project_root(ctx: typer.Context) -> Path | None:
-    # The main CLI's -C/--project option lives on the root command's parameters.
-    value = ctx.find_root().params.get("project")
-    return Path(value) if value else None
 
 
 def _open_queue(
@@ -63,10 +56,9 @@ def _open_queue(
     per_item: int | None = None,
     level: str | None = None,
 ) -> LabelQueue:
-    from loopline.config import load_settings
     from loopline.label.queue import LabelQueue
 
-    settings = load_settings(_project_root(ctx))
+    settings = settings_from(ctx)
     assert settings.metadata_url is not None
     return LabelQueue(settings.metadata_url, name, labels, per_item, level)
 
@@ -78,10 +70,6 @@ def _split_labels(raw: str | None) -> list[str] | None:
     if not labels:
         raise LooplineError(f"--labels needs comma-separated labels, found {raw!r}")
     return labels
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=str, allow_nan=False) + "\n")
 
 
 def read_items(path: Path) -> pd.DataFrame:
@@ -135,7 +123,7 @@ def queue_add(
         added = q.add_items(items, source=source, priority=priority, assignees=assignee)
         progress = q.progress()
     if as_json:
-        _print_json({"added": added, "skipped": len(items) - added, **progress})
+        print_json({"added": added, "skipped": len(items) - added, **progress})
         return
     out.print(f"added {added} item(s) to queue {queue!r} ({len(items) - added} already there)")
     out.print(f"queue now holds {progress['total']} item(s), {progress['open']} open")
@@ -153,7 +141,7 @@ def queue_next(
         task = q.next_task(annotator)
         labels = q.label_set
     if as_json:
-        _print_json({"task": None if task is None else task.to_dict(), "labels": labels})
+        print_json({"task": None if task is None else task.to_dict(), "labels": labels})
         return
     if task is None:
         out.print(f"nothing left for {annotator} in queue {queue!r}")
@@ -178,7 +166,7 @@ def queue_submit(
         annotation_id = q.submit(task_id, annotator, label)
         progress = q.progress(annotator)
     if as_json:
-        _print_json({"annotation_id": annotation_id, "progress": progress})
+        print_json({"annotation_id": annotation_id, "progress": progress})
         return
     out.print(
         f"saved {label!r} for task {task_id}; {progress['open']} item(s) open, "
@@ -193,7 +181,7 @@ def queue_stats(ctx: typer.Context, queue: QueueOpt = "default", as_json: JsonOp
     with _open_queue(ctx, queue) as q:
         stats = q.stats()
     if as_json:
-        _print_json(stats)
+        print_json(stats)
         return
     _print_stats(stats)
 
@@ -232,7 +220,7 @@ def import_file(
     with _open_queue(ctx, queue) as q:
         summary = import_labelstudio(q, file, labels=_split_labels(labels))
     if as_json:
-        _print_json(summary.__dict__)
+        print_json(summary.__dict__)
         return
     out.print(
         f"imported {summary.tasks} task(s) ({summary.new_tasks} new) and "

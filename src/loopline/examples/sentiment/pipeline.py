@@ -85,7 +85,8 @@ def label(data: pd.DataFrame, human: pd.DataFrame, dev_rows: int = 2_000, seed: 
     return label_texts(data, LABELS, human=human, dev_rows=dev_rows, seed=seed)
 
 
-@step
+# Cross-validating a text model holds the GIL: a child process keeps it off train's back.
+@step(executor="processes")
 def audit(
     train: pd.DataFrame,
     ctx: RunContext,
