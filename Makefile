@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench-pipeline install dev clean
+.PHONY: demo test lint typecheck unit bench-pipeline bench-label install dev clean
 
 $(BIN)/loopline: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ test: lint typecheck unit ## everything CI checks
 
 bench-pipeline: $(VENV)/.dev ## pipeline overhead vs a plain scikit-learn script (100k tweets)
 	$(BIN)/python benchmarks/pipeline_overhead.py
+
+bench-label: $(VENV)/.dev ## label model vs majority vote and Snorkel (builds .bench/snorkel-venv)
+	$(BIN)/python benchmarks/label_model.py
 
 clean:
 	rm -rf $(VENV) .loopline .mypy_cache .ruff_cache .pytest_cache

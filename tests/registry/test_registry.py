@@ -186,6 +186,27 @@ def test_logged_model_has_signature_example_and_pickle_format(
     assert "scikit-learn==" in requirements and "loopline==" in requirements
 
 
+def test_registering_a_saved_model_folder_adds_signature_and_example(
+    registry: ModelRegistry, model: Any, name: str, tmp_path: Path
+) -> None:
+    import mlflow.artifacts
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    from loopline.registry.mlflow_env import save_sklearn_model
+
+    saved = tmp_path / "model"
+    save_sklearn_model(model, saved)  # as the pipeline's artifact store holds it
+    assert Model.load(str(saved / "MLmodel")).signature is None
+    info = _register(registry, model, name, saved_model=saved)
+    uri = registry.client.get_model_version_download_uri(name, info.version)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    assert Model.load(str(local / "MLmodel")).signature.inputs.input_names() == ["text"]
+    assert (local / "input_example.json").exists()
+    frame = pd.DataFrame({"text": ["great day", "awful day"]})
+    assert list(mlflow.pyfunc.load_model(uri).predict(frame)) == list(model.predict(frame))
+
+
 def test_pyfunc_predicts_one_row_per_input_row(
     registry: ModelRegistry, two_versions: list[ModelVersionInfo], name: str
 ) -> None:

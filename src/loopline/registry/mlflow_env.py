@@ -51,6 +51,19 @@ def save_sklearn_model(
         )
 
 
+def describe_saved_model(path: Path, *, signature: Any, input_example: Any) -> None:
+    """Add a signature and an input example to an MLflow model folder saved without them."""
+    quiet_mlflow()
+    from mlflow.models import Model
+    from mlflow.models.utils import _save_example
+
+    model = Model.load(str(path))
+    model.signature = signature
+    # The same helper every MLflow flavour uses to write input_example.json.
+    _save_example(model, input_example, str(path))
+    model.save(str(path / "MLmodel"))
+
+
 def pip_requirements() -> list[str]:
     """Pinned requirements of a Loopline scikit-learn model, read from this environment."""
     from importlib.metadata import PackageNotFoundError, version

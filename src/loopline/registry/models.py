@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from loopline.errors import DataError, LooplineError, ModelNotFound
-from loopline.registry.mlflow_env import quiet_mlflow, save_sklearn_model
+from loopline.registry.mlflow_env import describe_saved_model, quiet_mlflow, save_sklearn_model
 
 if TYPE_CHECKING:
     import numpy as np
@@ -195,8 +196,13 @@ class ModelRegistry:
         input_example: pd.DataFrame,
         tags: dict[str, str] | None = None,
         experiment: str | None = None,
+        saved_model: Path | None = None,
     ) -> ModelVersionInfo:
         """Log ``model`` in a new MLflow run and register it as a new version of ``name``.
+
+        ``saved_model`` is an MLflow model folder already holding ``model`` (e.g. the
+        pipeline's artifact): it is logged as it is, with the signature and input example
+        added, instead of pickling the model a second time.
 
         The run gets ``params`` and ``metrics`` (nested dicts flattened with dots; values
         that are not numbers, e.g. confusion matrices, are skipped) and the tag
@@ -215,7 +221,7 @@ class ModelRegistry:
         run_id = run.info.run_id
         try:
             self._log_run_data(run_id, params, flat_metrics)
-            self._log_model_artifacts(run_id, model, input_example)
+            self._log_model_artifacts(run_id, model, input_example, saved_model)
         except BaseException:
             client.set_terminated(run_id, "FAILED")
             raise
@@ -254,13 +260,19 @@ class ModelRegistry:
         for chunk in _chunks(metric_list, _BATCH_METRICS):
             self.client.log_batch(run_id, metrics=chunk)
 
-    def _log_model_artifacts(self, run_id: str, model: Any, input_example: pd.DataFrame) -> None:
+    def _log_model_artifacts(
+        self, run_id: str, model: Any, input_example: pd.DataFrame, saved_model: Path | None
+    ) -> None:
         from mlflow.models import infer_signature
 
         signature = infer_signature(input_example, model.predict(input_example))
         with tempfile.TemporaryDirectory(prefix="loopline-model-") as tmp:
             path = Path(tmp) / MODEL_ARTIFACT_PATH
-            save_sklearn_model(model, path, signature=signature, input_example=input_example)
+            if saved_model is not None:
+                shutil.copytree(saved_model, path)
+                describe_saved_model(path, signature=signature, input_example=input_example)
+            else:
+                save_sklearn_model(model, path, signature=signature, input_example=input_example)
             self.client.log_artifacts(run_id, str(path), MODEL_ARTIFACT_PATH)
 
     def _create_version(

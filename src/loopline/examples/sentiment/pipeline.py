@@ -213,6 +213,7 @@ def register(
     if existing is None:
         import pandas as pd
 
+        saved = ctx.artifacts.local_folder(model_artifact.hash) / "model"
         flat = {f"test_{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
         gold = decision.get("gold") or {}
         flat |= {f"gold_{k}": v for k, v in gold.items() if isinstance(v, int | float)}
@@ -223,6 +224,7 @@ def register(
             metrics=flat,
             dataset_version=data.label,
             input_example=pd.DataFrame({"text": ["what a great day :)", "this is awful"]}),
+            saved_model=saved if (saved / "MLmodel").is_file() else None,
             tags={
                 "loopline.model_hash": model_artifact.hash,
                 "loopline.dataset_hash": data.hash,
