@@ -344,6 +344,42 @@ def models_history(name: str, as_json: JsonOpt = False) -> None:
     out.print(table)
 
 
+@app.command()
+def lineage(
+    model: Annotated[str, typer.Argument(metavar="MODEL[@ALIAS|/VERSION]")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Where a model version came from: run, code version, steps, parameters and data."""
+    from rich.tree import Tree
+
+    from loopline.core.metadata import MetadataStore
+
+    settings = _settings()
+    registry = _registry()
+    ref = model if ("@" in model or "/" in model) else f"{model}@champion"
+    info = registry.resolve(ref)
+    assert settings.metadata_url
+    found = MetadataStore(settings.metadata_url).lineage(info.name, info.version)
+    if as_json:
+        print_json(found)
+        return
+    run = found["run"] or {}
+    code = run.get("code_commit") or "untracked"
+    tree = Tree(
+        f"[bold]{info.name} version {info.version}[/] · data {found['model']['dataset_version']}"
+        f" · run {run.get('id', '-')} · code {code[:12]}"
+        + (" (dirty)" if run.get("code_dirty_hash") else "")
+    )
+    for step in found["steps"]:
+        branch = tree.add(f"{step['step']} → {step['output'][:12]}")
+        for name, digest in step["inputs"].items():
+            dataset = step["datasets"].get(name)
+            branch.add(f"{name}: {digest[:12]}" + (f" ({dataset})" if dataset else ""))
+        if step["params"]:
+            branch.add(f"params: {step['params']}")
+    out.print(tree)
+
+
 # -- serve / predict ------------------------------------------------------------------
 app.command("serve")(serve_command)
 

@@ -54,8 +54,16 @@ def test_demo_runs_the_whole_loop_and_reruns_from_cache(project: Path) -> None:
     steps = len(sentiment.build(source="x", gold="y").nodes)
     assert again["cache_hits"] == f"{steps}/{steps}"
     assert again["model"]["version"] == "1"
-    history = MetadataStore(settings.metadata_url).alias_history("sentiment")
+    store = MetadataStore(settings.metadata_url)
+    history = store.alias_history("sentiment")
     assert [(e["alias"], e["version"]) for e in history] == [("champion", "1")]
+    lineage = store.lineage("sentiment", "1")
+    steps = {s["step"]: s for s in lineage["steps"]}
+    assert {"train", "split", "label", "ingest", "human_labels"} <= set(steps)
+    assert steps["label"]["datasets"]["data"] == "tweets:v1"
+    assert lineage["run"]["id"] == summary["run_id"]
+    shown = loopline("lineage", "sentiment@champion", "--json", cwd=project)
+    assert json.loads(shown.stdout)["model"]["dataset_version"] == "tweets:v1"
 
 
 def test_a_worse_candidate_is_registered_but_not_promoted(project: Path) -> None:

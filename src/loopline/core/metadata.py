@@ -466,6 +466,77 @@ class MetadataStore:
             ).first()
         return None if row is None else dict(row._mapping)
 
+    def lineage(self, model_name: str, version: str) -> dict[str, Any]:
+        """Where a model version came from: its run, code version, steps and data.
+
+        Follows the lineage edges backwards from the model artifact to the artifacts and
+        dataset versions it was computed from.
+        """
+        found = self.model_version(model_name, version)
+        if found is None:
+            raise LooplineError(
+                f"no lineage for {model_name} version {version}: it was not registered by a "
+                "Loopline run",
+                hint="see `loopline models list`",
+            )
+        run = self.get_run(found["run_id"]) if found["run_id"] else None
+        producers = self._producers(found["model_hash"])
+        datasets = {
+            row["artifact_hash"]: f"{row['name']}:v{row['version']}" for row in self.list_datasets()
+        }
+        for step in producers:
+            step["datasets"] = {
+                name: datasets[h] for name, h in step["inputs"].items() if h in datasets
+            }
+        return {"model": found, "run": run, "steps": producers}
+
+    def _producers(self, digest: str) -> list[dict[str, Any]]:
+        """The step runs that produced ``digest`` and, transitively, their inputs."""
+        sa_ = schema.step_artifacts
+        sr = schema.step_runs
+        seen: set[str] = set()
+        frontier = [digest]
+        chain: list[dict[str, Any]] = []
+        with self.engine.connect() as conn:
+            while frontier:
+                current = frontier.pop()
+                if current in seen:
+                    continue
+                seen.add(current)
+                row = conn.execute(
+                    sa.select(sr.c.id, sr.c.step, sr.c.run_id, sr.c.code_hash, sr.c.params)
+                    .join(sa_, sa_.c.step_run_id == sr.c.id)
+                    .where(
+                        sa_.c.artifact_hash == current,
+                        sa_.c.direction == "output",
+                        sr.c.status == "completed",
+                    )
+                    .order_by(sr.c.started_at)
+                    .limit(1)
+                ).first()
+                if row is None:
+                    continue
+                inputs = {
+                    name: h
+                    for name, h in conn.execute(
+                        sa.select(sa_.c.name, sa_.c.artifact_hash).where(
+                            sa_.c.step_run_id == row.id, sa_.c.direction == "input"
+                        )
+                    )
+                }
+                chain.append(
+                    {
+                        "step": row.step,
+                        "run_id": row.run_id,
+                        "code_hash": row.code_hash,
+                        "params": orjson.loads(row.params),
+                        "output": current,
+                        "inputs": inputs,
+                    }
+                )
+                frontier.extend(inputs.values())
+        return chain
+
     def artifact_rows(self, hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Stored metadata of the given artifacts."""
         with self.engine.connect() as conn:
