@@ -9,6 +9,7 @@ chatter, a little label noise and a few exact duplicates (retweets).
 from __future__ import annotations
 
 import random
+from typing import Literal, NamedTuple
 
 import pandas as pd
 
@@ -184,26 +185,100 @@ _SMILES = [":)", ":-)", ":D", "=)", ";)", "<3"]
 _FROWNS = [":(", ":-(", ":'(", "=(", ":/"]
 _NEGATABLE = ["happy", "great", "good", "fun", "impressed", "a fan", "excited"]
 
+# A later "period": new slang, new topics, and old praise used sarcastically. A model
+# trained on the early period meets drifted inputs (unknown words) and a changed
+# word-to-label relation (concept drift) here.
+_LATE_POSITIVE = [
+    "this slaps",
+    "no cap this is fire",
+    "lowkey obsessed",
+    "goated",
+    "bussin",
+    "hits different",
+    "vibes are immaculate",
+    "main character energy",
+    "huge w",
+    "sick",
+    "unreal",
+    "ate and left no crumbs",
+    "living for this",
+    "chef's kiss",
+]
+_LATE_NEGATIVE = [
+    "mid",
+    "took an l",
+    "it's giving nothing",
+    "straight trash",
+    "not it",
+    "cringe",
+    "big yikes",
+    "flop era",
+    "dead inside",
+    "love that for me",
+    "great. just great",
+    "so fun being ignored",
+    "what a time to be alive",
+    "ratio",
+]
+_LATE_TOPICS = [
+    "the new ai app",
+    "my smartwatch",
+    "the streaming show",
+    "the drop",
+    "the collab",
+    "the group chat",
+    "the livestream",
+    "my playlist",
+    "the patch notes",
+    "the tour",
+    "the algorithm",
+    "my feed",
+    "the subscription",
+    "the sequel",
+]
+
+
+class _Vocabulary(NamedTuple):
+    positive: list[str]
+    negative: list[str]
+    topics: list[str]
+
+
+def _vocabulary(period: str) -> _Vocabulary:
+    if period == "early":
+        return _Vocabulary(_POSITIVE, _NEGATIVE, _TOPICS)
+    # The late period keeps some old phrases: drift is gradual, not a different language.
+    return _Vocabulary(
+        _LATE_POSITIVE * 3 + _POSITIVE[:8],
+        _LATE_NEGATIVE * 3 + _NEGATIVE[:8],
+        _LATE_TOPICS * 2 + _TOPICS[:6],
+    )
+
+
 _SEPARATORS = [" ", " ", " ", ", ", ". ", " - ", "... "]
 
 _LABEL_NOISE = 0.05
 _DUPLICATES = 0.01
 
 
-def generate_tweets(n: int = 4000, seed: int = 0) -> pd.DataFrame:
+def generate_tweets(
+    n: int = 4000, seed: int = 0, period: Literal["early", "late"] = "early"
+) -> pd.DataFrame:
     """Generate ``n`` synthetic tweet-like texts with ``positive``/``negative`` labels.
 
     This is clearly generated data, not real tweets. It is deterministic for a given
     ``seed`` and roughly balanced. About 5% of labels are flipped on purpose and about 1%
     of rows are exact duplicates of others, so a TF-IDF + logistic regression model lands
-    near 0.9 accuracy rather than 1.0. Returns columns ``text, label``.
+    near 0.9 accuracy rather than 1.0. ``period="late"`` draws from newer slang, topics
+    and sarcasm: a drifted stream for monitoring demos. Returns columns ``text, label``.
     """
     rng = random.Random(seed)
+    vocab = _vocabulary(period)
     texts: list[str] = []
     labels: list[str] = []
     for _ in range(n):
         label = "positive" if rng.random() < 0.5 else "negative"
-        texts.append(_tweet(rng, label))
+        texts.append(_tweet(rng, label, vocab))
         # Label noise: annotators (or emoticons) get some rows wrong.
         if rng.random() < _LABEL_NOISE:
             label = "negative" if label == "positive" else "positive"
@@ -216,15 +291,15 @@ def generate_tweets(n: int = 4000, seed: int = 0) -> pd.DataFrame:
     )
 
 
-def _tweet(rng: random.Random, label: str) -> str:
+def _tweet(rng: random.Random, label: str, vocab: _Vocabulary) -> str:
     """One tweet for ``label``: a sentiment core plus the noise real tweets carry."""
     kind = rng.random()
     if kind < 0.84:
-        parts = _clear(rng, label)
+        parts = _clear(rng, label, vocab)
     elif kind < 0.94:
-        parts = _mixed(rng, label)
+        parts = _mixed(rng, label, vocab)
     else:
-        parts = _neutral(rng)
+        parts = _neutral(rng, vocab)
     words = parts[0]
     for part in parts[1:]:
         words += rng.choice(_SEPARATORS) + part
@@ -232,42 +307,42 @@ def _tweet(rng: random.Random, label: str) -> str:
     return words.upper() if rng.random() < 0.03 else words
 
 
-def _own(label: str) -> list[str]:
-    return _POSITIVE if label == "positive" else _NEGATIVE
+def _own(label: str, vocab: _Vocabulary) -> list[str]:
+    return vocab.positive if label == "positive" else vocab.negative
 
 
-def _other(label: str) -> list[str]:
-    return _NEGATIVE if label == "positive" else _POSITIVE
+def _other(label: str, vocab: _Vocabulary) -> list[str]:
+    return vocab.negative if label == "positive" else vocab.positive
 
 
-def _clear(rng: random.Random, label: str) -> list[str]:
-    topic = rng.choice(_TOPICS)
+def _clear(rng: random.Random, label: str, vocab: _Vocabulary) -> list[str]:
+    topic = rng.choice(vocab.topics)
     if label == "negative" and rng.random() < 0.15:
         # Negation: positive words in a negative tweet.
         parts = [f"not {rng.choice(_NEGATABLE)} with {topic}"]
     else:
-        parts = [rng.choice(_own(label))]
+        parts = [rng.choice(_own(label, vocab))]
         parts.insert(rng.randrange(2), topic)
     if rng.random() < 0.3:
-        parts.append(rng.choice(_own(label)))
+        parts.append(rng.choice(_own(label, vocab)))
     for _ in range(rng.randrange(3)):
         parts.insert(rng.randrange(len(parts) + 1), rng.choice(_FILLER))
     return parts
 
 
-def _mixed(rng: random.Random, label: str) -> list[str]:
+def _mixed(rng: random.Random, label: str, vocab: _Vocabulary) -> list[str]:
     # Mixed feelings: the tweet's own sentiment, then a contrasting aside.
     return [
-        rng.choice(_TOPICS),
-        rng.choice(_own(label)),
+        rng.choice(vocab.topics),
+        rng.choice(_own(label, vocab)),
         rng.choice(["but", "although", "even if", "still"]),
-        rng.choice(_other(label)),
+        rng.choice(_other(label, vocab)),
     ]
 
 
-def _neutral(rng: random.Random) -> list[str]:
+def _neutral(rng: random.Random, vocab: _Vocabulary) -> list[str]:
     # No sentiment words at all: the label is effectively a coin flip.
-    return [rng.choice(_FILLER), rng.choice(_TOPICS), rng.choice(_FILLER)]
+    return [rng.choice(_FILLER), rng.choice(vocab.topics), rng.choice(_FILLER)]
 
 
 def _decorate(rng: random.Random, text: str, label: str) -> str:
