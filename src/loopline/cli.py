@@ -18,6 +18,7 @@ from rich.table import Table
 from loopline.cli_support import JsonOpt, print_json
 from loopline.errors import LooplineError, StepFailed
 from loopline.label.cli import label_app
+from loopline.serve.batch import predict_command
 from loopline.serve.cli import serve_command
 
 if TYPE_CHECKING:
@@ -382,6 +383,7 @@ def lineage(
 
 # -- serve / predict ------------------------------------------------------------------
 app.command("serve")(serve_command)
+app.command("predict")(predict_command)
 
 
 @app.command("predict-remote")

@@ -32,6 +32,7 @@ from loopline.examples.sentiment.pipeline import (
     human_labels,
     ingest,
     label,
+    production_labels,
     register,
     split,
     train,
@@ -41,7 +42,8 @@ from loopline.examples.sentiment.pipeline import (
 @pipeline
 def sentiment(source: str = "data/tweets.csv", test_size: float = 0.2, seed: int = 0) -> None:
     data, _report = ingest(source)  # read + validate: bad data stops here
-    labelled, _label_report = label(data, human_labels())  # + people's labels from the queue
+    # + people's labels from the review queue and true labels sent back by production
+    labelled, _label_report = label(data, human_labels(), production_labels())
     train_df, test_df = split(labelled, test_size=test_size, seed=seed)
     audit(train_df)  # likely mislabelled rows go to the review queue
     model = train(train_df, seed=seed)

@@ -34,7 +34,8 @@ def label_texts(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Label every row it can; return ``(labelled frame, report)``.
 
-    The frame gains ``label_source``, ``lfs`` and ``sample_weight`` columns; rows no source
+    Labelled rows that carry a ``label_source`` (e.g. ``feedback`` for production labels)
+    keep it. The frame gains ``label_source``, ``lfs`` and ``sample_weight`` columns; rows no source
     could label are dropped (counted in the report). The report holds the LF analysis
     (``lf_summary``), any LF problems, and the counts per label source.
     """
@@ -52,6 +53,9 @@ def label_texts(
 
     sources = np.full(len(frame), None, dtype=object)
     sources[given] = "given"
+    if "label_source" in frame:  # rows that say where their label came from keep it
+        known = given & frame["label_source"].notna().to_numpy()
+        sources[known] = frame["label_source"].to_numpy()[known]
     frame["label_source"] = sources
     frame["lfs"] = ""
     frame["sample_weight"] = 1.0

@@ -1,7 +1,8 @@
 r"""The sentiment reference system: raw tweets to a registered, gated model.
 
-    ingest (read + validate) -+-> label -> split -> train -> evaluate -> gate -> register
-    human_labels (queue) -----+             \-> audit (noise audit -> review queue)
+    ingest (read + validate) ---+-> label -> split -> train -> evaluate -> gate -> register
+    human_labels (queue) -------+             \-> audit (noise audit -> review queue)
+    production_labels (feedback)+
 
 Each step is a plain function; the runner caches, versions and records them. Heavy
 libraries are imported inside steps, so a fully cached run never loads scikit-learn,
@@ -77,12 +78,48 @@ def human_labels(ctx: RunContext, queue: str = MODEL_NAME) -> pd.DataFrame:
     return load_human_labels(ctx.metadata, queue)
 
 
+def _feedback_state(ctx: RunContext, params: dict[str, Any], inputs: dict[str, str]) -> str:
+    """Production labels arrive through /feedback: the feedback table is in the cache key."""
+    from loopline.serve.feedback import feedback_watermark
+
+    return feedback_watermark(ctx.metadata, params["model_name"])
+
+
+@step(dataset="production_labels", cache_extra=_feedback_state)
+def production_labels(ctx: RunContext, model_name: str = MODEL_NAME) -> pd.DataFrame:
+    """Served inputs whose true label came back through ``POST /feedback``."""
+    import pandas as pd
+
+    from loopline.serve.feedback import join_feedback, read_feedback
+    from loopline.serve.predlog import read_predictions
+
+    assert ctx.settings.prediction_log_url
+    served = read_predictions(ctx.settings.prediction_log_url, model_name)
+    empty = pd.DataFrame({"text": pd.Series(dtype="str"), "label": pd.Series(dtype="str")})
+    if served.empty or "input.text" not in served:
+        return empty.assign(label_source=pd.Series(dtype="str"))
+    joined, _unmatched = join_feedback(served, read_feedback(ctx.metadata, model_name))
+    # One row per request (a shadow copy shares its request's label).
+    labelled = joined[joined["label_true"].notna()].drop_duplicates("request_id")
+    out = labelled[["input.text", "label_true"]].set_axis(["text", "label"], axis=1)
+    return out.reset_index(drop=True).assign(label_source="feedback")
+
+
 @step(outputs=("labelled", "report"))
-def label(data: pd.DataFrame, human: pd.DataFrame, dev_rows: int = 2_000, seed: int = 0) -> Any:
-    """Given labels, then LFs (emoticons, VADER) + label model, then human overrides."""
+def label(
+    data: pd.DataFrame,
+    human: pd.DataFrame,
+    production: pd.DataFrame,
+    dev_rows: int = 2_000,
+    seed: int = 0,
+) -> Any:
+    """Given and production labels, then LFs + label model for gaps, then human overrides."""
+    import pandas as pd
+
     from loopline.label.stage import label_texts
 
-    return label_texts(data, LABELS, human=human, dev_rows=dev_rows, seed=seed)
+    combined = pd.concat([data, production], ignore_index=True) if len(production) else data
+    return label_texts(combined, LABELS, human=human, dev_rows=dev_rows, seed=seed)
 
 
 # Cross-validating a text model holds the GIL: a child process keeps it off train's back.
@@ -277,7 +314,9 @@ def sentiment(
 ) -> None:
     """Train, evaluate and (if it beats the champion) promote a tweet sentiment model."""
     data, _report = ingest(source, fmt=fmt, encoding=encoding)
-    labelled, _label_report = label(data, human_labels(queue=model_name), seed=seed)
+    labelled, _label_report = label(
+        data, human_labels(queue=model_name), production_labels(model_name=model_name), seed=seed
+    )
     train_df, test_df = split(labelled, test_size=test_size, seed=seed)
     if audit_rows > 0:
         audit(train_df, queue=model_name, max_rows=audit_rows, seed=seed)

@@ -1,0 +1,920 @@
+"""The prediction log: every served prediction, written asynchronously in batches.
+
+The server calls :meth:`PredictionLogger.log` on the response path. It only appends the
+record to a bounded in-memory queue (a lock held for a list append, no I/O) and returns;
+a background thread writes the queue in batches to a *sink*, chosen by URL:
+
+* a folder (the default, ``<project>/.loopline/predictions``): one Parquet segment per
+  flushed batch and model,
+  ``<folder>/<model_name>/seg-<UTC yyyymmddTHHMMSS.ffffff>-<pid>-<seq>.parquet``,
+  stamped with the newest record's ``ts``. Each segment is written to a hidden
+  temp name, fsynced and renamed, so a reader never sees half a segment, and several
+  processes (server workers) write side by side without coordination.
+* ``postgresql://...``: a ``predictions`` table (created when missing), filled with ``COPY``.
+
+:func:`read_predictions` reads either back as the same DataFrame (see :data:`BASE_COLUMNS`).
+
+Durability, and what a crash can lose
+-------------------------------------
+A record is written at most ``flush_interval_s`` seconds after it was accepted, or as soon
+as ``batch_size`` records are waiting. While the sink keeps up, a crash (SIGKILL, OOM, power
+loss) therefore loses at most the records accepted in the last ``flush_interval_s`` seconds,
+no more than ``batch_size`` of them waiting plus the one batch being written at that moment.
+When the sink is slow or failing, the backlog (and so the crash window) grows, but never past
+``max_queue`` records: beyond that :meth:`~PredictionLogger.log` drops new records and counts
+them in :attr:`~PredictionLogger.dropped` instead of slowing the server down. A graceful
+:meth:`~PredictionLogger.close` (also run at interpreter exit) writes every accepted record
+before it returns. A failed write is retried with backoff, so in the rare case where a commit
+succeeds but its acknowledgement is lost, a batch can be written twice (at-least-once).
+"""
+
+from __future__ import annotations
+
+import atexit
+import csv
+import io
+import itertools
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote, urlparse
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from loopline.errors import ConfigError, DataError, LooplineError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from loopline.config import Settings
+
+__all__ = [
+    "BASE_COLUMNS",
+    "ParquetSink",
+    "PostgresSink",
+    "PredictionLogger",
+    "PredictionRecord",
+    "PredictionSink",
+    "empty_predictions",
+    "open_prediction_logger",
+    "open_sink",
+    "read_predictions",
+    "records_to_table",
+]
+
+_log = logging.getLogger(__name__)
+
+ROUTES = ("champion", "canary", "shadow")
+#: The columns every frame from :func:`read_predictions` starts with; then one ``input.<col>``
+#: per input field, ``prediction``, and one ``proba.<class>`` per class.
+BASE_COLUMNS = ("request_id", "ts", "model_name", "model_version", "route", "latency_ms")
+INPUT_PREFIX = "input."
+PROBA_PREFIX = "proba."
+PREDICTION = "prediction"
+TABLE_NAME = "predictions"
+
+_TS_TYPE = pa.timestamp("us", tz="UTC")
+_TS_DTYPE = "datetime64[us, UTC]"
+_SEGMENT_GLOB = "seg-*.parquet"
+_STAMP_FORMAT = "%Y%m%dT%H%M%S.%f"
+# Shared by every logger in the process, so two loggers never pick the same segment name.
+_SEGMENT_SEQ = itertools.count()
+_ORJSON_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionRecord:
+    """One served prediction.
+
+    ``ts`` is the time of the request in UTC (a naive datetime is taken as UTC); ``route`` is
+    ``"champion"``, ``"canary"`` or ``"shadow"``; ``label`` is the predicted class and
+    ``probabilities`` maps each class to its probability.
+    """
+
+    request_id: str
+    ts: datetime
+    model_name: str
+    model_version: str
+    route: str
+    inputs: dict[str, Any]
+    label: str
+    probabilities: dict[str, float]
+    latency_ms: float
+
+
+# --- sinks ----------------------------------------------------------------------------------
+
+
+class PredictionSink(Protocol):
+    """Where batches of records go. ``write`` either stores the whole batch or raises."""
+
+    def write(self, records: Sequence[PredictionRecord]) -> None:
+        """Store ``records`` durably; raise on failure (the logger retries)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections or handles."""
+        ...
+
+
+class ParquetSink:
+    """Parquet segments under ``folder/<model_name>/``, one per batch and model, atomically."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder).expanduser()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the prediction log folder {self.folder}: {exc.strerror or exc}",
+                hint="set prediction_log_url (LOOPLINE_PREDICTION_LOG_URL) to a writable "
+                "folder or a postgresql:// URL",
+            ) from None
+
+    def write(self, records: Sequence[PredictionRecord]) -> None:
+        """Write one segment per model; all of them become visible together, or none."""
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for name, group in _group_by_model(records).items():
+                staged.append(self._stage(name, group))
+        except BaseException:
+            for temp, _ in staged:
+                temp.unlink(missing_ok=True)
+            raise
+        for temp, final in staged:
+            os.replace(temp, final)
+
+    def _stage(self, model_name: str, records: Sequence[PredictionRecord]) -> tuple[Path, Path]:
+        """Write ``records`` to a hidden temp file; return it with its final name."""
+        table = records_to_table(records)
+        newest = table.column("ts").to_pylist()
+        stamp = max((t for t in newest if t is not None), default=datetime.now(UTC))
+        folder = self.folder / model_folder_name(model_name)
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / (
+            f"seg-{stamp.strftime(_STAMP_FORMAT)}-{os.getpid()}-{next(_SEGMENT_SEQ)}.parquet"
+        )
+        # Hidden and without the .parquet suffix: readers glob seg-*.parquet only.
+        temp = folder / f".{final.name}.tmp"
+        try:
+            with open(temp, "wb") as handle:
+                pq.write_table(table, handle, compression="zstd")
+                handle.flush()
+                # Without fsync a power loss could leave a renamed but empty segment.
+                os.fsync(handle.fileno())
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        return temp, final
+
+    def close(self) -> None:
+        """Nothing to release: each segment is closed when written."""
+
+
+class PostgresSink:
+    """A ``predictions`` table in PostgreSQL, created when missing, filled with ``COPY``."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _sql_engine(url)
+        self._table_ready = False
+
+    def write(self, records: Sequence[PredictionRecord]) -> None:
+        """Insert ``records`` in one transaction (one ``COPY``)."""
+        if not self._table_ready:
+            # Here rather than in __init__: a database that is down at start-up is retried.
+            ensure_predictions_table(self.engine)
+            self._table_ready = True
+        with self.engine.begin() as conn:
+            _copy_into(conn, records)
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self.engine.dispose()
+
+
+predictions_metadata = sa.MetaData()
+predictions_table = sa.Table(
+    TABLE_NAME,
+    predictions_metadata,
+    # Text, not String(n): a long value must never make a whole batch fail forever.
+    sa.Column("request_id", sa.Text, nullable=False),
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("model_name", sa.Text, nullable=False),
+    sa.Column("model_version", sa.Text, nullable=False),
+    sa.Column("route", sa.Text, nullable=False),
+    sa.Column("latency_ms", sa.Float),
+    sa.Column("inputs", sa.Text, nullable=False),  # JSON object
+    sa.Column("prediction", sa.Text, nullable=False),
+    sa.Column("probabilities", sa.Text, nullable=False),  # JSON object
+    sa.Index("ix_predictions_model_ts", "model_name", "ts"),
+    sa.Index("ix_predictions_request_id", "request_id"),
+)
+_COPY_COLUMNS = [c.name for c in predictions_table.columns]
+_COPY_SQL = f"COPY {TABLE_NAME} ({', '.join(_COPY_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
+
+
+def ensure_predictions_table(engine: sa.Engine) -> None:
+    """Create the ``predictions`` table and its indexes unless they exist."""
+    try:
+        predictions_metadata.create_all(engine, checkfirst=True)
+    except sa.exc.DBAPIError:
+        # Several workers may race to create it; losing that race is fine.
+        if not sa.inspect(engine).has_table(TABLE_NAME):
+            raise
+
+
+def _copy_payload(records: Sequence[PredictionRecord]) -> bytes:
+    """The batch as CSV for ``COPY``; every field quoted, so nothing turns into NULL."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator="\n")
+    writer.writerows(
+        (
+            r.request_id,
+            _iso_utc(r.ts),
+            r.model_name,
+            r.model_version,
+            r.route,
+            r.latency_ms,
+            _json(r.inputs),
+            r.label,
+            _json(r.probabilities),
+        )
+        for r in records
+    )
+    # PostgreSQL text cannot hold NUL, and lone surrogates are not UTF-8: clean them here,
+    # once per batch, so one odd record cannot make its batch fail on every retry.
+    return buffer.getvalue().encode("utf-8", "replace").replace(b"\x00", b"")
+
+
+def _copy_into(conn: sa.Connection, records: Sequence[PredictionRecord]) -> None:
+    cursor = conn.connection.cursor()
+    try:
+        if hasattr(cursor, "copy"):  # psycopg 3
+            with cursor.copy(_COPY_SQL) as copy:
+                copy.write(_copy_payload(records))
+        elif hasattr(cursor, "copy_expert"):  # psycopg2
+            cursor.copy_expert(_COPY_SQL, io.BytesIO(_copy_payload(records)))
+        else:  # another driver: a batched INSERT
+            conn.execute(predictions_table.insert(), _row_dicts(records))
+    finally:
+        cursor.close()
+
+
+def _row_dicts(records: Sequence[PredictionRecord]) -> list[dict[str, Any]]:
+    return [
+        {
+            "request_id": r.request_id,
+            "ts": _utc(r.ts),
+            "model_name": r.model_name,
+            "model_version": r.model_version,
+            "route": r.route,
+            "latency_ms": r.latency_ms,
+            "inputs": _json(r.inputs),
+            "prediction": r.label,
+            "probabilities": _json(r.probabilities),
+        }
+        for r in records
+    ]
+
+
+def _sql_engine(url: str) -> sa.Engine:
+    try:
+        return sa.create_engine(url, pool_pre_ping=True, pool_size=2)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"the driver for {url.split(':', 1)[0]} is not installed ({exc.name})",
+            hint="pip install 'loopline[postgres]'",
+        ) from None
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(
+            f"cannot read the prediction log URL: {exc}",
+            hint="write postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
+        ) from None
+
+
+def _is_sql_url(url: str) -> bool:
+    return url.startswith(("postgresql:", "postgresql+"))
+
+
+def _folder_of(url: str) -> Path | None:
+    """The folder a URL names, or None when it is not a local path."""
+    if url.startswith("file://"):
+        return Path(urlparse(url).path)
+    if "://" in url:
+        return None
+    return Path(url).expanduser()
+
+
+def open_sink(url: str) -> PredictionSink:
+    """The sink for a ``prediction_log_url``: a folder (Parquet) or ``postgresql://`` (table)."""
+    if _is_sql_url(url):
+        return PostgresSink(url)
+    folder = _folder_of(url)
+    if folder is None:
+        raise ConfigError(
+            f"unsupported prediction log location {_safe_url(url)!r}",
+            hint="use a folder (Parquet segments) or a postgresql://USER@HOST/DB URL",
+        )
+    return ParquetSink(folder)
+
+
+# --- the logger -----------------------------------------------------------------------------
+
+
+class PredictionLogger:
+    """Accepts prediction records without blocking; a background thread writes them in batches.
+
+    ``log()`` never waits for I/O: it appends to a queue of at most ``max_queue`` records and
+    returns False (counting the record in :attr:`dropped`) when the queue is full. The writer
+    thread flushes ``batch_size`` records at a time, or whatever is waiting every
+    ``flush_interval_s`` seconds. A failing write is logged, counted in :attr:`failures` and
+    retried with exponential backoff (``retry_initial_s`` doubling up to ``retry_max_s``);
+    meanwhile ``log()`` keeps accepting until the queue is full.
+
+    Crash window: while the sink keeps up, a crash loses at most the records accepted in the
+    last ``flush_interval_s`` seconds (at most ``batch_size`` waiting plus the batch being
+    written); with a slow or failing sink, at most ``max_queue``. :meth:`close` writes every
+    accepted record first, waiting up to ``timeout_s``.
+
+    Create and start one per process (e.g. in each server worker's start-up), not before a
+    fork: the writer thread does not survive ``fork()``.
+    """
+
+    retry_initial_s: float = 0.1
+    retry_max_s: float = 10.0
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_queue: int = 100_000,
+        batch_size: int = 2_000,
+        flush_interval_s: float = 1.0,
+        sink: PredictionSink | None = None,
+    ) -> None:
+        """Open the sink for ``url`` (or use ``sink``); call :meth:`start` to begin writing."""
+        _check_limits(max_queue, batch_size, flush_interval_s)
+        self.url = url
+        self._where = _safe_url(url)
+        self._sink = sink if sink is not None else open_sink(url)
+        self._max_queue = max_queue
+        self._batch_size = batch_size
+        self._interval = flush_interval_s
+        self._buffer: list[PredictionRecord] = []
+        self._lock = threading.Lock()
+        self._progress = threading.Condition(self._lock)  # notified after each write
+        self._wake = threading.Event()  # log() filled a batch, flush() or close() was called
+        self._stop = threading.Event()  # write everything, then exit
+        self._abort = threading.Event()  # close() timed out: exit now
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._accepted = 0
+        self._taken = 0  # records handed to the writer so far (a prefix of the accepted ones)
+        self._flush_target = 0  # flush(): write without waiting until _taken reaches this
+        self._written = 0
+        self._dropped = 0
+        self._failures = 0
+        self._lost = 0
+        self.last_error: str | None = None
+
+    # -- counters ------------------------------------------------------------------------------
+    @property
+    def dropped(self) -> int:
+        """Records refused by :meth:`log` because the queue was full or the logger closed."""
+        return self._dropped
+
+    @property
+    def written(self) -> int:
+        """Records stored by the sink."""
+        return self._written
+
+    @property
+    def pending(self) -> int:
+        """Records accepted but not yet written (queued or being written)."""
+        return self._accepted - self._written - self._lost
+
+    @property
+    def failures(self) -> int:
+        """Failed write attempts (each is retried)."""
+        return self._failures
+
+    @property
+    def lost(self) -> int:
+        """Accepted records abandoned because :meth:`close` timed out (normally 0)."""
+        return self._lost
+
+    def stats(self) -> dict[str, int]:
+        """All counters at once, e.g. for a metrics endpoint."""
+        return {
+            "accepted": self._accepted,
+            "written": self._written,
+            "pending": self.pending,
+            "dropped": self._dropped,
+            "failures": self._failures,
+            "lost": self._lost,
+        }
+
+    # -- life cycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the background writer (idempotent)."""
+        with self._lock:
+            if self._closed:
+                raise LooplineError(
+                    "this prediction logger is closed", hint="open a new one to log again"
+                )
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(
+                target=self._run, name="loopline-prediction-log", daemon=True
+            )
+            self._thread.start()
+        # Daemon thread so a stuck sink cannot hang the interpreter; flush at exit instead.
+        atexit.register(self._close_at_exit)
+
+    def __enter__(self) -> PredictionLogger:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def log(self, record: PredictionRecord) -> bool:
+        """Queue ``record`` for writing; False (and ``dropped`` += 1) when the queue is full.
+
+        Never waits for I/O: safe to call on the response path.
+        """
+        with self._lock:
+            if self._closed or self.pending >= self._max_queue:
+                self._dropped += 1
+                return False
+            self._buffer.append(record)
+            self._accepted += 1
+            filled = len(self._buffer) == self._batch_size
+        if filled:  # only on the crossing: an Event.set() per record would cost a lock each
+            self._wake.set()
+        return True
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Write every record accepted so far now; True once they are all written."""
+        with self._lock:
+            target = self._accepted
+            self._flush_target = max(self._flush_target, target)
+            if self._thread is None and not self._closed and target > self._written:
+                raise LooplineError(
+                    "the prediction logger was never started", hint="call start() first"
+                )
+        self._wake.set()
+        with self._progress:
+            return self._progress.wait_for(
+                lambda: self._written + self._lost >= target, timeout=timeout_s
+            )
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Write every accepted record, then stop the writer and the sink (idempotent).
+
+        If the sink keeps failing for ``timeout_s`` seconds, give up: the records still
+        waiting are counted in :attr:`lost` and reported in the log.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            never_started = self._thread is None
+        atexit.unregister(self._close_at_exit)
+        if never_started:
+            if self.pending == 0:
+                self._sink.close()
+                return
+            self._thread = threading.Thread(
+                target=self._run, name="loopline-prediction-log", daemon=True
+            )
+            self._thread.start()
+        assert self._thread is not None
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._give_up(timeout_s)
+            return
+        self._sink.close()
+
+    def _give_up(self, timeout_s: float) -> None:
+        self._abort.set()
+        with self._progress:
+            self._lost = self._accepted - self._written
+            self._progress.notify_all()
+        _log.error(
+            "prediction log %s: gave up after %.0f s with %d records unwritten (last error: %s)",
+            self._where,
+            timeout_s,
+            self._lost,
+            self.last_error,
+        )
+
+    def _close_at_exit(self) -> None:
+        self.close()
+
+    # -- the writer thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._write_loop()
+        except Exception:  # a bug here must not go unnoticed; log() keeps working regardless
+            _log.exception("prediction log %s: the writer thread crashed", self._where)
+
+    def _write_loop(self) -> None:
+        next_flush = time.monotonic() + self._interval
+        while not self._abort.is_set():
+            draining = self._stop.is_set()
+            urgent = draining or self._taken < self._flush_target
+            if not urgent and len(self._buffer) < self._batch_size:
+                timeout = next_flush - time.monotonic()
+                if timeout > 0:
+                    self._wake.wait(timeout)
+                    # Cleared before re-checking the buffer, so a wake-up is never missed.
+                    self._wake.clear()
+                    continue
+            batch = self._take()
+            next_flush = time.monotonic() + self._interval
+            if batch:
+                self._write_with_retry(batch)
+            elif draining:
+                return
+
+    def _take(self) -> list[PredictionRecord]:
+        with self._lock:
+            batch = self._buffer[: self._batch_size]
+            del self._buffer[: self._batch_size]
+            self._taken += len(batch)
+        return batch
+
+    def _write_with_retry(self, batch: list[PredictionRecord]) -> None:
+        delay = self.retry_initial_s
+        while True:
+            try:
+                self._sink.write(batch)
+            except Exception as exc:
+                self._note_failure(exc, len(batch), delay)
+                if self._abort.wait(delay):
+                    return  # close() gave up; these records are counted as lost there
+                delay = min(delay * 2, self.retry_max_s)
+                continue
+            with self._progress:
+                self._written += len(batch)
+                if self._abort.is_set():  # finished after close() gave up on it
+                    self._lost = max(0, self._lost - len(batch))
+                self._progress.notify_all()
+            return
+
+    def _note_failure(self, exc: Exception, size: int, delay: float) -> None:
+        with self._lock:
+            self._failures += 1
+            first = self._failures == 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        # The traceback once; afterwards one line per attempt (attempts are rate-limited).
+        _log.warning(
+            "prediction log %s: writing %d records failed (%s); retrying in %.1f s",
+            self._where,
+            size,
+            self.last_error,
+            delay,
+            exc_info=first,
+        )
+
+
+def open_prediction_logger(settings: Settings, *, start: bool = True) -> PredictionLogger:
+    """The project's prediction logger (``settings.prediction_log_url``), started by default."""
+    assert settings.prediction_log_url is not None
+    logger = PredictionLogger(settings.prediction_log_url)
+    if start:
+        logger.start()
+    return logger
+
+
+def _check_limits(max_queue: int, batch_size: int, flush_interval_s: float) -> None:
+    if max_queue < 1 or batch_size < 1 or not flush_interval_s > 0:
+        raise ConfigError(
+            "the prediction logger needs max_queue >= 1, batch_size >= 1 and "
+            f"flush_interval_s > 0; found {max_queue}, {batch_size}, {flush_interval_s}",
+            hint="the defaults are max_queue=100000, batch_size=2000, flush_interval_s=1.0",
+        )
+
+
+# --- records <-> Arrow ----------------------------------------------------------------------
+
+
+def records_to_table(records: Sequence[PredictionRecord]) -> pa.Table:
+    """The records as one Arrow table with the columns of :func:`read_predictions`.
+
+    Input values keep their type when a column converts cleanly; a column with mixed or
+    nested values is stored as JSON text, so no record content can make a write fail.
+    """
+    columns: dict[str, pa.Array] = {
+        "request_id": _text_array([r.request_id for r in records]),
+        # Arrow converts aware datetimes to UTC itself and reads naive ones as UTC.
+        "ts": pa.array([r.ts for r in records], _TS_TYPE),
+        "model_name": _text_array([r.model_name for r in records]),
+        "model_version": _text_array([r.model_version for r in records]),
+        "route": _text_array([r.route for r in records]),
+        "latency_ms": _float_array([r.latency_ms for r in records]),
+    }
+    for key in _keys(r.inputs for r in records):
+        columns[INPUT_PREFIX + key] = _value_array([r.inputs.get(key) for r in records])
+    columns[PREDICTION] = _text_array([r.label for r in records])
+    for key in _keys(r.probabilities for r in records):
+        columns[PROBA_PREFIX + key] = _float_array([r.probabilities.get(key) for r in records])
+    return pa.table(columns)
+
+
+def _keys(mappings: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The union of the keys, in first-seen order."""
+    return list(dict.fromkeys(itertools.chain.from_iterable(mappings)))
+
+
+def _text_array(values: list[Any]) -> pa.Array:
+    try:
+        return pa.array(values, pa.string())
+    except (pa.ArrowException, UnicodeError, TypeError, ValueError):
+        return pa.array([_clean_text(v) for v in values], pa.string())
+
+
+def _clean_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _float_array(values: list[Any]) -> pa.Array:
+    try:
+        return pa.array(values, pa.float64())
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        return pa.array([_to_float(v) for v in values], pa.float64())
+
+
+def _to_float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _value_array(values: list[Any]) -> pa.Array:
+    try:
+        array = pa.array(values)
+    except (pa.ArrowException, UnicodeError, TypeError, ValueError, OverflowError):
+        return _json_text_array(values)
+    if pa.types.is_nested(array.type):
+        return _json_text_array(values)  # monitoring wants flat columns
+    return array
+
+
+def _json_text_array(values: list[Any]) -> pa.Array:
+    texts = [None if v is None else v if isinstance(v, str) else _json(v) for v in values]
+    return _text_array(texts)
+
+
+def _json(value: Any) -> str:
+    try:
+        return orjson.dumps(value, default=str, option=_ORJSON_OPTS).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        # orjson refuses ints beyond 64 bits and lone surrogates: the stdlib writes the ints,
+        # and surrogates (not UTF-8, so no reader could load them) become "?".
+        text = json.dumps(value, default=str, ensure_ascii=False)
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _iso_utc(ts: datetime) -> str:
+    # The offset is kept as is (PostgreSQL converts); naive means UTC, not the server's zone.
+    return ts.isoformat() if ts.tzinfo is not None else ts.isoformat() + "+00:00"
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _group_by_model(records: Sequence[PredictionRecord]) -> dict[str, list[PredictionRecord]]:
+    groups: dict[str, list[PredictionRecord]] = {}
+    for record in records:
+        groups.setdefault(record.model_name, []).append(record)
+    return groups
+
+
+def model_folder_name(model_name: str) -> str:
+    """A safe folder name for a model (percent-encoded; never hidden, never ``..``)."""
+    encoded = quote(str(model_name), safe="") or "_"
+    return "%2E" + encoded[1:] if encoded.startswith(".") else encoded
+
+
+def _safe_url(url: str) -> str:
+    if _is_sql_url(url):
+        try:
+            return sa.engine.make_url(url).render_as_string(hide_password=True)
+        except sa.exc.ArgumentError:
+            return "<unreadable URL>"
+    return url
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def read_predictions(
+    url: str,
+    model_name: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> pd.DataFrame:
+    """The logged predictions at ``url``, optionally of one model, with ``since <= ts < until``.
+
+    Columns: :data:`BASE_COLUMNS` (``request_id``, ``ts`` in UTC, ``model_name``,
+    ``model_version``, ``route``, ``latency_ms``), one ``input.<col>`` per input field,
+    ``prediction``, one ``proba.<class>`` per class; rows sorted by ``ts``. Nothing logged
+    yet gives an empty frame with the base columns. A naive ``since``/``until`` is UTC.
+    """
+    since_utc = _utc(since) if since is not None else None
+    until_utc = _utc(until) if until is not None else None
+    if _is_sql_url(url):
+        frame = _read_sql(url, model_name, since_utc, until_utc)
+    else:
+        folder = _folder_of(url)
+        if folder is None:
+            raise DataError(
+                f"cannot read predictions from {_safe_url(url)!r}: unsupported location",
+                hint="use the prediction log folder or a postgresql:// URL",
+            )
+        frame = _read_folder(folder, model_name, since_utc, until_utc)
+    return _standardize(frame)
+
+
+def empty_predictions() -> pd.DataFrame:
+    """An empty prediction frame with the base columns and their types."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "request_id": pd.Series(dtype="str"),
+            "ts": pd.Series(dtype=_TS_DTYPE),
+            "model_name": pd.Series(dtype="str"),
+            "model_version": pd.Series(dtype="str"),
+            "route": pd.Series(dtype="str"),
+            "latency_ms": pd.Series(dtype="float64"),
+            PREDICTION: pd.Series(dtype="str"),
+        }
+    )
+
+
+def _read_folder(
+    root: Path, model_name: str | None, since: datetime | None, until: datetime | None
+) -> pd.DataFrame:
+    import pandas as pd
+
+    files = _segment_files(root, model_name)
+    if since is not None:
+        # A segment is named after its newest record: older segments hold nothing newer.
+        files = [f for f in files if (_segment_stamp(f) or since) >= since]
+    tables = [_read_segment(f) for f in files]
+    if not tables:
+        return empty_predictions()
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except pa.ArrowException:
+        # An input column changed type between segments: let pandas fall back to object.
+        frame = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+    else:
+        frame = table.to_pandas()
+    if model_name is not None:
+        frame = frame[frame["model_name"] == model_name]
+    return _filter_time(frame, since, until)
+
+
+def _segment_files(root: Path, model_name: str | None) -> list[Path]:
+    hint = "set prediction_log_url to the folder the server logs to, or a postgresql:// URL"
+    if not root.exists():
+        return []  # nothing logged yet
+    if not root.is_dir():
+        raise DataError(f"the prediction log location {root} is not a folder", hint=hint)
+    try:
+        if model_name is not None:
+            folders = [root / model_folder_name(model_name)]
+        else:
+            folders = sorted(p for p in root.iterdir() if p.is_dir() and p.name[0] != ".")
+        return [f for folder in folders if folder.is_dir() for f in folder.glob(_SEGMENT_GLOB)]
+    except OSError as exc:
+        raise DataError(
+            f"cannot read the prediction log folder {root}: {exc.strerror or exc}", hint=hint
+        ) from None
+
+
+def _segment_stamp(path: Path) -> datetime | None:
+    try:
+        return datetime.strptime(path.name.split("-")[1], _STAMP_FORMAT).replace(tzinfo=UTC)
+    except (IndexError, ValueError):
+        return None  # a renamed file: read it rather than guess
+
+
+def _read_segment(path: Path) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(
+            f"cannot read prediction log segment {path}: {exc}",
+            hint="move the damaged file out of the folder; the other segments are intact",
+        ) from None
+
+
+def _filter_time(
+    frame: pd.DataFrame, since: datetime | None, until: datetime | None
+) -> pd.DataFrame:
+    if since is not None:
+        frame = frame[frame["ts"] >= since]
+    if until is not None:
+        frame = frame[frame["ts"] < until]
+    return frame
+
+
+def _read_sql(
+    url: str, model_name: str | None, since: datetime | None, until: datetime | None
+) -> pd.DataFrame:
+    table = predictions_table
+    query = sa.select(table).order_by(table.c.ts)
+    if model_name is not None:
+        query = query.where(table.c.model_name == model_name)
+    if since is not None:
+        query = query.where(table.c.ts >= since)
+    if until is not None:
+        query = query.where(table.c.ts < until)
+    engine = _sql_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table(TABLE_NAME):
+                return empty_predictions()
+            rows = conn.execute(query).all()
+    except sa.exc.SQLAlchemyError as exc:
+        raise DataError(
+            f"cannot read predictions from {_safe_url(url)}: {getattr(exc, 'orig', exc)}",
+            hint="check that the database is running and prediction_log_url is right",
+        ) from None
+    finally:
+        engine.dispose()
+    return _frame_from_rows(rows)
+
+
+def _frame_from_rows(rows: Sequence[sa.Row[Any]]) -> pd.DataFrame:
+    import pandas as pd
+
+    if not rows:
+        return empty_predictions()
+    columns = {name: [row._mapping[name] for row in rows] for name in _COPY_COLUMNS}
+    base = pd.DataFrame({name: columns[name] for name in BASE_COLUMNS})
+    inputs = _expand_json(columns["inputs"], INPUT_PREFIX)
+    probabilities = _expand_json(columns["probabilities"], PROBA_PREFIX)
+    prediction = pd.DataFrame({PREDICTION: columns["prediction"]})
+    return pd.concat([base, inputs, prediction, probabilities], axis=1)
+
+
+def _expand_json(texts: list[str], prefix: str) -> pd.DataFrame:
+    import pandas as pd
+
+    records = [_loads(text) for text in texts]
+    frame = pd.DataFrame.from_records(records, index=range(len(records)))
+    for name in frame.select_dtypes(include="object").columns:
+        if frame[name].map(lambda v: isinstance(v, dict | list)).any():
+            # Nested values as JSON text, as the Parquet sink stores them: columns stay flat.
+            frame[name] = frame[name].map(lambda v: _json(v) if isinstance(v, dict | list) else v)
+    return frame.add_prefix(prefix)
+
+
+def _loads(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:  # written by another tool, perhaps: be lenient
+        value = json.loads(text)
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def _standardize(frame: pd.DataFrame) -> pd.DataFrame:
+    """Same column order and types from every sink; rows sorted by time."""
+    import pandas as pd
+
+    if frame.empty and not len(frame.columns.difference(empty_predictions().columns)):
+        return empty_predictions()
+    frame = frame.copy()
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True).astype(_TS_DTYPE)
+    frame["latency_ms"] = frame["latency_ms"].astype("float64")
+    inputs = [c for c in frame.columns if c.startswith(INPUT_PREFIX)]
+    probabilities = [c for c in frame.columns if c.startswith(PROBA_PREFIX)]
+    ordered = [*BASE_COLUMNS, *inputs, PREDICTION, *probabilities]
+    rest = [c for c in frame.columns if c not in ordered]
+    return frame[ordered + rest].sort_values("ts", kind="stable", ignore_index=True)
