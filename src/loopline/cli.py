@@ -18,6 +18,7 @@ from rich.table import Table
 from loopline.cli_support import JsonOpt, print_json
 from loopline.errors import LooplineError, StepFailed
 from loopline.label.cli import label_app
+from loopline.monitor.cli import monitor_app
 from loopline.serve.batch import predict_command
 from loopline.serve.cli import serve_command
 
@@ -41,6 +42,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 app.add_typer(label_app, name="label")
+app.add_typer(monitor_app, name="monitor")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # errors stay one line

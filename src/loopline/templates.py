@@ -33,6 +33,7 @@ from loopline.examples.sentiment.pipeline import (
     ingest,
     label,
     production_labels,
+    profile,
     register,
     split,
     train,
@@ -49,7 +50,7 @@ def sentiment(source: str = "data/tweets.csv", test_size: float = 0.2, seed: int
     model = train(train_df, seed=seed)
     metrics = evaluate(model, test_df)
     decision = gate(model, metrics, test_df, None, None)
-    register(model, model, data, metrics, decision)
+    register(model, model, data, profile(model, test_df), metrics, decision)
 '''
 
 TEMPLATES = ("sentiment",)

@@ -434,8 +434,10 @@ class MetadataStore:
         dataset_version: str | None,
         mlflow_run_id: str | None,
         run_id: str | None,
+        profile_hash: str | None = None,
     ) -> None:
-        """Link a registered model version to the artifact and data it came from."""
+        """Link a registered model version to the artifact, data and reference profile
+        it came from."""
         mv = schema.model_versions
         with self._tx() as conn:
             known = conn.execute(
@@ -453,6 +455,7 @@ class MetadataStore:
                         dataset_version=dataset_version,
                         mlflow_run_id=mlflow_run_id,
                         run_id=run_id,
+                        profile_hash=profile_hash,
                         created_at=now(),
                     )
                 )

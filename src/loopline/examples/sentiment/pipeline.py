@@ -183,6 +183,26 @@ def evaluate(model: Any, data: pd.DataFrame) -> dict:
     return evaluate_classifier(model, data)
 
 
+@step
+def profile(model: Any, test: pd.DataFrame) -> dict:
+    """The reference profile monitoring compares live traffic with: text and prediction
+    distributions and performance by slice, on held-out data the model did not train on."""
+    from loopline.monitor.profile import build_profile
+
+    proba = model.predict_proba(test[["text"]])
+    classes = [str(c) for c in model.classes_]
+    frame = test[["text", "label"]].assign(prediction=model.predict(test[["text"]]))
+    for i, name in enumerate(classes):
+        frame[f"proba.{name}"] = proba[:, i]
+    return build_profile(
+        frame,
+        text=["text"],
+        prediction="prediction",
+        probabilities=[f"proba.{name}" for name in classes],
+        labels="label",
+    ).to_dict()
+
+
 def _champion_key(ctx: RunContext, params: dict[str, Any], inputs: dict[str, str]) -> str:
     """Gate and register depend on the current champion: part of their cache key.
 
@@ -236,6 +256,7 @@ def register(
     model: Any,
     model_artifact: ArtifactInfo,
     data: ArtifactInfo,
+    reference: ArtifactInfo,
     metrics: dict,
     decision: dict,
     ctx: RunContext,
@@ -277,6 +298,7 @@ def register(
         dataset_version=data.label,
         mlflow_run_id=existing.run_id,
         run_id=ctx.run_id,
+        profile_hash=reference.hash,
     )
     promoted = bool(decision["passed"]) and decision.get("champion_version") != existing.version
     if promoted:
@@ -337,4 +359,4 @@ def sentiment(
         min_value=gate_min_value,
         max_regression=gate_max_regression,
     )
-    register(model, model, data, metrics, decision, model_name=model_name)
+    register(model, model, data, profile(model, test_df), metrics, decision, model_name=model_name)

@@ -1,0 +1,896 @@
+"""Diagnose: "the model's accuracy dropped in production - why?"
+
+:func:`diagnose` walks the usual suspects in the order that avoids wrong conclusions:
+
+1. **Instrumentation** first: a column missing from the log, values gone missing or
+   unparseable, predictions or probabilities that make no sense, holes in the log, feedback
+   that uses other class names. A broken pipe makes every later statistic meaningless, so
+   problems here mean "fix the pipeline" before anything else.
+2. **Data drift**: which input features moved away from the reference profile, how much,
+   and since which window.
+3. **Concept drift**: performance (from the delayed feedback labels) falls while the
+   inputs stay put, the feature-to-label relation moved, or some slices lost accuracy.
+4. **Model versions**: a newly promoted version performing worse than the one before it.
+
+It then recommends ``fix_pipeline``, ``rollback``, ``retrain`` or ``none``, with the
+evidence. :class:`Diagnosis` is JSON-able (``to_dict``) and prints itself with rich.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from loopline.monitor.performance import (
+    LABEL,
+    PREDICTION,
+    TS,
+    VERSION,
+    ConceptDriftSignal,
+    PerformanceReport,
+    Window,
+    WindowSpec,
+    detect_concept_drift,
+    iter_windows,
+    label_relation_changes,
+    parse_window,
+    served,
+    windowed_performance,
+)
+from loopline.monitor.report import (
+    INPUT_PREFIX,
+    PROBA_PREFIX,
+    MonitorData,
+    WindowDrift,
+    drift_over_windows,
+    fallback_profile,
+    load_monitor_data,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from loopline.config import Settings
+    from loopline.monitor.profile import Profile
+
+__all__ = [
+    "Diagnosis",
+    "Finding",
+    "concept_drift_findings",
+    "data_drift_findings",
+    "diagnose",
+    "diagnose_data",
+    "instrumentation_findings",
+    "slice_changes",
+    "version_findings",
+]
+
+Stage = Literal["instrumentation", "data_drift", "concept_drift", "model_version"]
+Severity = Literal["info", "warning", "problem"]
+
+# A missing rate this much above the reference is a broken feed, not a drifting population.
+_MISSING_JUMP = 0.2
+# Share of values of a numeric column that fail to parse before the type counts as changed.
+_INVALID_SHARE = 0.01
+# Feature-to-label relation change (mean total-variation distance) that counts as moved.
+_RELATION_CHANGE = 0.15
+_SLICE_DROP = 0.1
+_MIN_LABELS = 30
+
+
+@dataclass
+class Finding:
+    """One observation of one stage, with its evidence.
+
+    ``severity``: ``problem`` explains (part of) a drop and calls for action, ``warning`` is
+    worth knowing, ``info`` is context. ``since`` is the first window it was seen in.
+    """
+
+    stage: Stage
+    severity: Severity
+    title: str
+    evidence: list[str] = field(default_factory=list)
+    column: str | None = None
+    since: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return dict(self.__dict__)
+
+
+@dataclass
+class Diagnosis:
+    """The answer: what happened to performance, the findings per stage, and what to do."""
+
+    model_name: str
+    window: dict[str, Any]
+    period: dict[str, str | None]
+    reference: str
+    versions: list[str]
+    n_predictions: int
+    n_labeled: int
+    unmatched_feedback: int
+    performance: dict[str, Any]
+    findings: list[Finding]
+    cause: str
+    recommendation: str
+    summary: str
+    evidence: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def stage(self, name: Stage) -> list[Finding]:
+        """The findings of one stage."""
+        return [f for f in self.findings if f.stage == name]
+
+    @property
+    def drifted_features(self) -> list[str]:
+        """Features with a data-drift problem (persistent drift)."""
+        return [
+            f.column
+            for f in self.stage("data_drift")
+            if f.severity == "problem" and f.column is not None
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form; findings grouped by stage in the order they are checked."""
+        out = {k: v for k, v in self.__dict__.items() if k != "findings"}
+        out["findings"] = {
+            stage: [f.to_dict() for f in self.stage(stage)]
+            for stage in ("instrumentation", "data_drift", "concept_drift", "model_version")
+        }
+        out["drifted_features"] = self.drifted_features
+        return out
+
+    def print(self, console: Console | None = None) -> None:
+        """Rich terminal output: headline, one block per stage, the recommendation."""
+        _print_diagnosis(self, console)
+
+
+# --- entry points -------------------------------------------------------------------------
+
+
+def diagnose(
+    model_name: str,
+    settings: Settings,
+    *,
+    window: str | int = "1D",
+    since: str | datetime | None = None,
+    until: str | datetime | None = None,
+    version: str | None = None,
+    metric: str = "accuracy",
+) -> Diagnosis:
+    """Explain a performance change of ``model_name`` from its log, feedback and profile.
+
+    Args:
+        window: window length (``"1h"``, ``"1D"``) or rows per window (``"1000"``).
+        since, until: the period (dates, UTC times, or a look-back such as ``"14d"``).
+        version: the version whose reference profile to use (default: the newest served).
+        metric: the performance metric to follow (``accuracy``, ``macro_f1``, ``precision``,
+            ``recall``).
+
+    Raises:
+        LooplineError: nothing logged in the period, or a bad window/period.
+    """
+    spec = parse_window(window)
+    data = load_monitor_data(model_name, settings, since=since, until=until, version=version)
+    return diagnose_data(data, spec, metric=metric)
+
+
+def diagnose_data(
+    data: MonitorData, window: str | int | WindowSpec = "1D", *, metric: str = "accuracy"
+) -> Diagnosis:
+    """:func:`diagnose` on already loaded data (tests and notebooks use this)."""
+    spec = parse_window(window)
+    frame = data.frame
+    profile, reference = data.profile, data.reference_note
+    findings: list[Finding] = []
+    if profile is None:
+        profile, reference = fallback_profile(frame, spec)
+        findings.append(
+            _broken(
+                "no reference profile stored for this model",
+                f"drift is measured against {reference}; store a profile with each model "
+                "version to compare with its training data",
+                severity="warning",
+            )
+        )
+    windows = drift_over_windows(profile, frame, spec)
+    perf = windowed_performance(frame, spec, unmatched_feedback=data.unmatched_feedback)
+    findings += instrumentation_findings(frame, profile, windows, spec, data.unmatched_feedback)
+    broken = {f.column for f in findings if f.severity == "problem" and f.column}
+    findings += data_drift_findings(windows, skip=broken)
+    signal = detect_concept_drift(
+        perf,
+        input_drift={w.key: w.share_drifted for w in windows if w.share_drifted is not None},
+        reference=_reference_metrics(profile),
+        metric=metric,
+    )
+    drifted = any(f.severity == "problem" for f in findings if f.stage == "data_drift")
+    findings += concept_drift_findings(frame, profile, perf, signal, inputs_drifted=drifted)
+    findings += version_findings(perf, data.versions, metric)
+    return _conclude(data, spec, reference, perf, signal, findings)
+
+
+def _reference_metrics(profile: Profile) -> dict[str, Any] | None:
+    overall = (profile.performance or {}).get("overall")
+    return overall if isinstance(overall, dict) else None
+
+
+# --- 1. instrumentation -------------------------------------------------------------------
+
+
+def instrumentation_findings(
+    frame: pd.DataFrame,
+    profile: Profile,
+    windows: Sequence[WindowDrift],
+    spec: WindowSpec,
+    unmatched_feedback: int = 0,
+) -> list[Finding]:
+    """Schema changes, missing/invalid values, prediction sanity, log gaps, feedback."""
+    live = served(frame)
+    parts = [w for w in iter_windows(live, spec) if not w.frame.empty]
+    findings = _schema_findings(live, profile, parts)
+    findings += _value_findings(live, profile, parts)
+    findings += _prediction_findings(live)
+    findings += _gap_findings(windows, spec)
+    findings += _feedback_findings(live, unmatched_feedback)
+    return findings
+
+
+def _broken(title: str, *evidence: str, severity: Severity = "problem", **extra: Any) -> Finding:
+    """An instrumentation finding (a problem unless said otherwise)."""
+    return Finding("instrumentation", severity, title, list(evidence), **extra)
+
+
+def _logged_inputs(frame: pd.DataFrame) -> dict[str, str]:
+    """Training name -> logged column (``amount`` -> ``input.amount``)."""
+    return {c.removeprefix(INPUT_PREFIX): c for c in frame.columns if c.startswith(INPUT_PREFIX)}
+
+
+def _schema_findings(
+    frame: pd.DataFrame, profile: Profile, parts: Sequence[Window]
+) -> list[Finding]:
+    """Inputs of the reference that are never logged, and logged inputs it never had."""
+    logged = _logged_inputs(frame)
+    findings = [
+        _broken(
+            f"input {name!r} is not in the prediction log",
+            f"the reference profile has {name!r} but no logged prediction carries it: "
+            "the logger or the client stopped sending it",
+            column=name,
+        )
+        for name in profile.features
+        if name not in logged
+    ]
+    known = set(profile.features) | set(profile.skipped)
+    for name, column in logged.items():
+        if name in known:
+            continue
+        first = next((w.key for w in parts if w.frame[column].notna().any()), None)
+        findings.append(
+            _broken(
+                f"new input {name!r} in the log",
+                f"{name!r} is logged since {first} but the model's reference never had it: "
+                "the request schema changed",
+                severity="warning",
+                column=name,
+                since=first,
+            )
+        )
+    return findings
+
+
+def _value_findings(
+    frame: pd.DataFrame, profile: Profile, parts: Sequence[Window]
+) -> list[Finding]:
+    """Per window: missing-rate jumps, and values of numeric inputs that are not numbers."""
+    logged = _logged_inputs(frame)
+    findings = []
+    for name in profile.features:
+        if name not in logged:
+            continue
+        column = profile.columns[name]
+        missing = {w.key: float(w.frame[logged[name]].isna().mean()) for w in parts}
+        jumps = {k: v for k, v in missing.items() if v - column.missing_rate >= _MISSING_JUMP}
+        if jumps:
+            first = next(iter(jumps))
+            findings.append(
+                _broken(
+                    f"input {name!r} went missing",
+                    f"{name!r} is missing in up to {max(jumps.values()):.0%} of the rows of a "
+                    f"window since {first} (reference: {column.missing_rate:.1%}); "
+                    f"{len(jumps)} of {len(missing)} windows affected",
+                    column=name,
+                    since=first,
+                    data={"missing_rate_by_window": missing},
+                )
+            )
+        invalid = _invalid_numbers(parts, logged[name]) if column.kind == "numeric" else {}
+        bad = {k: v for k, v in invalid.items() if v >= _INVALID_SHARE}
+        if bad:
+            first = next(iter(bad))
+            findings.append(
+                _broken(
+                    f"input {name!r} changed type",
+                    f"up to {max(bad.values()):.0%} of the values of numeric input {name!r} "
+                    f"are not numbers since {first}: the logged type changed",
+                    column=name,
+                    since=first,
+                    data={"invalid_share_by_window": bad},
+                )
+            )
+    return findings
+
+
+def _invalid_numbers(parts: Sequence[Window], column: str) -> dict[str, float]:
+    """Per window, the share of present values that are not finite numbers."""
+    shares = {}
+    for win in parts:
+        present = win.frame[column].dropna()
+        if len(present):
+            numbers = pd.to_numeric(present, errors="coerce").astype("float64")
+            shares[win.key] = float((~np.isfinite(numbers)).mean())
+    return shares
+
+
+def _prediction_findings(frame: pd.DataFrame) -> list[Finding]:
+    """Rows without a prediction or model version, and impossible class probabilities."""
+    findings = []
+    if PREDICTION in frame.columns and frame[PREDICTION].isna().any():
+        count = int(frame[PREDICTION].isna().sum())
+        findings.append(
+            _broken(
+                "predictions missing from the log",
+                f"{count:,} logged rows carry no prediction",
+                column=PREDICTION,
+            )
+        )
+    probas = [c for c in frame.columns if c.startswith(PROBA_PREFIX)]
+    if probas:
+        values = frame[probas].apply(pd.to_numeric, errors="coerce")
+        out_of_range = ((values < 0) | (values > 1)).any(axis=1)
+        complete = values.notna().all(axis=1)
+        bad_sum = (values[complete].sum(axis=1) - 1).abs() > 0.01
+        broken = int(out_of_range.sum() + bad_sum.sum())
+        if broken:
+            findings.append(
+                _broken(
+                    "invalid class probabilities in the log",
+                    f"{broken:,} rows have probabilities outside [0, 1] or not summing to 1",
+                )
+            )
+    if VERSION in frame.columns and frame[VERSION].isna().any():
+        findings.append(
+            _broken(
+                "predictions without a model version",
+                f"{int(frame[VERSION].isna().sum()):,} rows do not say which version made them",
+                severity="warning",
+            )
+        )
+    return findings
+
+
+def _gap_findings(windows: Sequence[WindowDrift], spec: WindowSpec) -> list[Finding]:
+    """Empty windows, or windows with a small fraction of the usual traffic."""
+    if spec.rows is not None or len(windows) < 3:
+        return []
+    counts = np.array([w.n_rows for w in windows])
+    typical = float(np.median(counts[counts > 0])) if (counts > 0).any() else 0.0
+    if typical < 20:  # sparse traffic: empty windows are normal
+        return []
+    # The last window is usually still filling up: not a gap.
+    low = [w for w in windows[:-1] if w.n_rows < 0.1 * typical]
+    if not low:
+        return []
+    empty = sum(1 for w in low if w.n_rows == 0)
+    return [
+        _broken(
+            "gaps in the prediction log",
+            f"{empty} window(s) with no predictions and {len(low) - empty} with under 10% of "
+            f"the usual {typical:.0f} per window, first at {low[0].key}: the logger or the "
+            "traffic stopped",
+            severity="warning",
+            since=low[0].key,
+            data={"windows": [w.key for w in low]},
+        )
+    ]
+
+
+def _feedback_findings(frame: pd.DataFrame, unmatched: int) -> list[Finding]:
+    """Feedback for request ids not in the log, and labels that are no model class."""
+    findings = []
+    labels = frame[LABEL].dropna().astype(str) if LABEL in frame.columns else pd.Series()
+    if unmatched:
+        findings.append(
+            _broken(
+                "feedback for unknown request ids",
+                f"{unmatched:,} feedback label(s) name request ids that are not in the log "
+                f"(ignored; {len(labels):,} labels matched)",
+                severity="warning" if unmatched > len(labels) else "info",
+            )
+        )
+    if labels.empty:
+        return findings
+    classes = set(frame[PREDICTION].dropna().astype(str))
+    classes |= {c.removeprefix(PROBA_PREFIX) for c in frame.columns if c.startswith(PROBA_PREFIX)}
+    foreign = labels[~labels.isin(classes)]
+    if len(foreign):
+        share = len(foreign) / len(labels)
+        examples = ", ".join(map(repr, foreign.value_counts().index[:3]))
+        findings.append(
+            _broken(
+                "feedback labels that are not model classes",
+                f"{share:.0%} of the feedback labels ({examples}) are none of the model's "
+                f"classes {sorted(classes)}: the labelling source uses other names",
+                severity="problem" if share > 0.5 else "warning",
+                column=LABEL,
+            )
+        )
+    return findings
+
+
+# --- 2. data drift ------------------------------------------------------------------------
+
+
+def data_drift_findings(
+    windows: Sequence[WindowDrift], skip: set[str] | None = None
+) -> list[Finding]:
+    """Per feature: whether it drifted, since which window, and by how much.
+
+    A feature still flagged in the latest judged window is a ``problem`` (its ``since`` is
+    the start of that unbroken run of flagged windows); one flagged only earlier is a
+    ``warning``. Columns in ``skip`` (explained by instrumentation) are left out.
+    """
+    skip = skip or set()
+    judged = [w for w in windows if w.report is not None]
+    if not judged or judged[-1].report is None:
+        return []
+    findings = []
+    for column in (f.column for f in judged[-1].report.features if f.column not in skip):
+        results = [(w, _result(w, column)) for w in judged]
+        results = [(w, r) for w, r in results if r is not None and r.status == "ok"]
+        flagged = [(w, r) for w, r in results if r.drifted]
+        if flagged:
+            findings.append(_drift_finding(column, results, flagged))
+    return sorted(findings, key=lambda f: (f.severity != "problem", -f.data["score"]))
+
+
+def _result(window: WindowDrift, column: str) -> Any:
+    assert window.report is not None
+    for result in window.report.features:
+        if result.column == column:
+            return result
+    return None
+
+
+def _drift_finding(column: str, results: list[Any], flagged: list[Any]) -> Finding:
+    from loopline.monitor.report import drift_score
+
+    last_window, last = results[-1]
+    persistent = last.drifted
+    run_start = last_window.key
+    if persistent:
+        for win, result in reversed(results):
+            if not result.drifted:
+                break
+            run_start = win.key
+    latest_window, latest = flagged[-1]
+    score = drift_score(latest) or 0.0
+    role = latest.role
+    title = f"{'prediction' if role != 'feature' else 'input'} {column!r} drifted"
+    evidence = [
+        f"flagged in {len(flagged)} of {len(results)} windows, first at {flagged[0][0].key}"
+        + (f", continuously since {run_start}" if persistent else ", not in the latest one"),
+        f"latest ({latest_window.key}): " + "; ".join(latest.reasons),
+    ]
+    means = latest.details
+    if "mean" in means and "mean_reference" in means:
+        evidence.append(f"mean {means['mean_reference']:.4g} -> {means['mean']:.4g}")
+    if means.get("new_categories"):
+        evidence.append(f"new categories: {', '.join(list(means['new_categories'])[:5])}")
+    severity: Severity = "problem" if persistent and role == "feature" else "warning"
+    if role != "feature":
+        severity = "info"  # prediction drift follows from input or concept drift
+    return Finding(
+        "data_drift",
+        severity,
+        title,
+        evidence,
+        column=column,
+        since=run_start if persistent else flagged[0][0].key,
+        data={
+            "score": round(score, 3),
+            "first_flagged": flagged[0][0].key,
+            "windows_flagged": len(flagged),
+            "windows_judged": len(results),
+            "role": role,
+            "persistent": persistent,
+        },
+    )
+
+
+# --- 3. concept drift ---------------------------------------------------------------------
+
+
+def concept_drift_findings(
+    frame: pd.DataFrame,
+    profile: Profile,
+    perf: PerformanceReport,
+    signal: ConceptDriftSignal,
+    *,
+    inputs_drifted: bool = False,
+) -> list[Finding]:
+    """The concept-drift signal plus how the feature-to-label relation and slices moved.
+
+    ``inputs_drifted``: some input drifted persistently. Then a moved relation between one
+    feature and the label may follow from the drift of another feature (the mix inside
+    each bin changes), so it is reported as context, not as a warning.
+    """
+    live = served(frame)
+    labeled = live[live[LABEL].notna() & live[PREDICTION].notna()]
+    if len(labeled) < _MIN_LABELS:
+        return [
+            Finding(
+                "concept_drift",
+                "info",
+                "not enough feedback to judge performance",
+                [
+                    f"{len(labeled)} predictions have a label; post labels to /feedback to "
+                    "measure performance and concept drift"
+                ],
+            )
+        ]
+    recent = _recent_mask(labeled, signal, perf)
+    relation = _relation_evidence(labeled, profile, ~recent, recent)
+    slices = slice_changes(labeled, profile, ~recent, recent)
+    evidence = [*signal.evidence, *(r["text"] for r in relation[:5])]
+    evidence += [s["text"] for s in slices[:5]]
+    severity: Severity = "info"
+    title = "no concept drift found"
+    if signal.detected:
+        severity, title = "problem", "performance fell while the inputs stayed stable"
+    elif relation and inputs_drifted:
+        title = "the feature-to-label relation moved, along with the inputs"
+    elif relation:
+        severity, title = "warning", "the feature-to-label relation moved"
+    return [
+        Finding(
+            "concept_drift",
+            severity,
+            title,
+            evidence,
+            since=signal.since,
+            data={"signal": signal.to_dict(), "relation_changes": relation, "slices": slices},
+        )
+    ]
+
+
+def _relation_evidence(
+    labeled: pd.DataFrame, profile: Profile, baseline: pd.Series, recent: pd.Series
+) -> list[dict[str, Any]]:
+    features = [INPUT_PREFIX + name for name in profile.features]
+    changes = label_relation_changes(labeled, features, baseline, recent)
+    out = []
+    for item in changes:
+        if item["change"] < _RELATION_CHANGE:
+            continue
+        name = item["feature"].removeprefix(INPUT_PREFIX)
+        text = (
+            f"the label given {name!r} changed: mean total-variation distance "
+            f"{item['change']:.2f} between the periods"
+        )
+        out.append({**item, "feature": name, "text": text})
+    return out
+
+
+def _recent_mask(
+    labeled: pd.DataFrame, signal: ConceptDriftSignal, perf: PerformanceReport
+) -> pd.Series:
+    """Rows of the suspect period: since the first degraded window, else the last quarter."""
+    ts = pd.to_datetime(labeled[TS], utc=True)
+    start = signal.since or (
+        signal.degraded_windows[0]["start"] if signal.degraded_windows else None
+    )
+    if start is None:
+        series = [w for w in perf.series(None) if w.n_labeled]
+        cut = series[-max(1, len(series) // 4)].start if len(series) >= 2 else ts.max()
+        return ts >= cut
+    return ts >= pd.Timestamp(start)
+
+
+def slice_changes(
+    labeled: pd.DataFrame, profile: Profile, baseline: pd.Series, recent: pd.Series
+) -> list[dict[str, Any]]:
+    """Slices (values of the profile's slice columns, or of categorical inputs) whose
+    accuracy fell by at least 10 points between the baseline and the recent period."""
+    columns = profile.slices or [
+        c.name for c in profile.columns.values() if c.role == "feature" and c.kind == "categorical"
+    ]
+    correct = labeled[LABEL].astype(str) == labeled[PREDICTION].astype(str)
+    out = []
+    for name in columns:
+        column = INPUT_PREFIX + name
+        if column not in labeled.columns:
+            continue
+        keys = labeled[column].astype("string").fillna("(missing)")
+        before = correct[baseline].groupby(keys[baseline]).agg(["mean", "size"])
+        after = correct[recent].groupby(keys[recent]).agg(["mean", "size"])
+        for value in after.index.intersection(before.index):
+            n_before, n_after = int(before.loc[value, "size"]), int(after.loc[value, "size"])
+            drop = float(before.loc[value, "mean"] - after.loc[value, "mean"])
+            if min(n_before, n_after) >= _MIN_LABELS and drop >= _SLICE_DROP:
+                out.append(
+                    {
+                        "column": name,
+                        "value": str(value),
+                        "drop": round(drop, 3),
+                        "text": f"accuracy on {name}={value} fell {before.loc[value, 'mean']:.2f} "
+                        f"-> {after.loc[value, 'mean']:.2f} ({n_after} labels)",
+                    }
+                )
+    return sorted(out, key=lambda s: -s["drop"])
+
+
+# --- 4. model versions --------------------------------------------------------------------
+
+
+def version_findings(perf: PerformanceReport, versions: list[str], metric: str) -> list[Finding]:
+    """A newer version clearly worse than the one before it, on the labelled predictions.
+
+    When both versions served labelled traffic in the same windows (a canary or a shadow),
+    only those windows are compared, which rules out a change of the data as the cause;
+    otherwise each version's whole period is used, and the evidence says so.
+    """
+    if len(versions) < 2:
+        return []
+    newest, previous = versions[-1], versions[-2]
+    shared = _labelled_starts(perf, newest) & _labelled_starts(perf, previous)
+    (new_value, n_new), (old_value, n_old) = (
+        _pooled(perf, v, metric, shared) for v in (newest, previous)
+    )
+    basis = "on the same windows (both versions served them)"
+    if min(n_new, n_old) < _MIN_LABELS:
+        (new_value, n_new), (old_value, n_old) = (
+            _pooled(perf, v, metric, None) for v in (newest, previous)
+        )
+        basis = "each over its own period (a change of the data at the switch looks the same)"
+    if new_value is None or old_value is None or min(n_new, n_old) < _MIN_LABELS:
+        return []
+    noise = 2 * math.sqrt(max(old_value * (1 - old_value), 1e-4) * (1 / n_new + 1 / n_old))
+    text = (
+        f"{metric} {new_value:.3f} on {n_new} labels for v{newest} against {old_value:.3f} on "
+        f"{n_old} labels for v{previous}, {basis}"
+    )
+    if old_value - new_value <= max(0.05, noise):
+        return [
+            Finding("model_version", "info", f"version {newest} performs like {previous}", [text])
+        ]
+    return [
+        Finding(
+            "model_version",
+            "problem",
+            f"version {newest} is worse than version {previous}",
+            [text],
+            since=min(_labelled_starts(perf, newest)),
+            data={
+                "newest": newest,
+                "previous": previous,
+                "newest_value": new_value,
+                "previous_value": old_value,
+                "same_windows": basis.startswith("on the same"),
+            },
+        )
+    ]
+
+
+def _labelled_starts(perf: PerformanceReport, version: str) -> set[str]:
+    return {w.start.isoformat() for w in perf.series(version) if w.n_labeled}
+
+
+def _pooled(
+    perf: PerformanceReport, version: str, metric: str, starts: set[str] | None
+) -> tuple[float | None, int]:
+    """The metric over the chosen windows of a version, weighted by their label counts."""
+    rows = [
+        w
+        for w in perf.series(version)
+        if w.metric(metric) is not None and (starts is None or w.start.isoformat() in starts)
+    ]
+    n = sum(w.n_labeled for w in rows)
+    if not n:
+        return None, 0
+    return sum((w.metric(metric) or 0.0) * w.n_labeled for w in rows) / n, n
+
+
+# --- conclusion ---------------------------------------------------------------------------
+
+
+def _conclude(
+    data: MonitorData,
+    spec: WindowSpec,
+    reference: str,
+    perf: PerformanceReport,
+    signal: ConceptDriftSignal,
+    findings: list[Finding],
+) -> Diagnosis:
+    performance = _performance_summary(perf, signal)
+    cause, recommendation, summary, evidence = _decide(findings, performance)
+    frame = served(data.frame)
+    ts = pd.to_datetime(frame[TS], utc=True)
+    return Diagnosis(
+        model_name=data.model_name,
+        window=spec.to_dict(),
+        period={"start": ts.min().isoformat(), "end": ts.max().isoformat()},
+        reference=reference,
+        versions=data.versions,
+        n_predictions=len(frame),
+        n_labeled=int(frame[LABEL].notna().sum()),
+        unmatched_feedback=data.unmatched_feedback,
+        performance=performance,
+        findings=findings,
+        cause=cause,
+        recommendation=recommendation,
+        summary=summary,
+        evidence=evidence,
+        notes=[*data.messages, *perf.messages],
+    )
+
+
+def _performance_summary(perf: PerformanceReport, signal: ConceptDriftSignal) -> dict[str, Any]:
+    degraded = signal.degraded_windows
+    recent = None
+    if degraded:
+        labels = sum(d["n_labeled"] for d in degraded)
+        recent = sum(d["value"] * d["n_labeled"] for d in degraded) / labels
+    return {
+        "metric": signal.metric,
+        # Measured: some window has enough labels to compare with the baseline.
+        "measured": any(w.sample_size(signal.metric) >= _MIN_LABELS for w in perf.series(None)),
+        "baseline": signal.baseline,
+        "baseline_source": signal.baseline_source,
+        "recent": None if recent is None else round(recent, 4),
+        "dropped": bool(degraded),
+        "since": degraded[0]["start"] if degraded else None,
+        "overall": None if perf.overall is None else perf.overall.to_dict(),
+    }
+
+
+def _decide(
+    findings: list[Finding], performance: dict[str, Any]
+) -> tuple[str, str, str, list[str]]:
+    """Cause, recommendation, one-line summary and the evidence, in the checking order."""
+    problems = {
+        s: [f for f in findings if f.stage == s and f.severity == "problem"]
+        for s in ("instrumentation", "data_drift", "concept_drift", "model_version")
+    }
+    headline = _headline(performance)
+    if problems["instrumentation"]:
+        items = problems["instrumentation"]
+        return (
+            "instrumentation",
+            "fix_pipeline",
+            f"{headline}: the logging/feature pipeline is broken "
+            f"({'; '.join(f.title for f in items)}). Fix it first: statistics of the "
+            "affected inputs are not trustworthy until then.",
+            _evidence(items),
+        )
+    if problems["model_version"]:
+        item = problems["model_version"][0]
+        return (
+            "model_version",
+            "rollback",
+            f"{headline}: {item.title}. Roll back to version {item.data['previous']}.",
+            _evidence([item]),
+        )
+    drifted = problems["data_drift"]
+    unmeasured = not performance["measured"] or performance["baseline"] is None
+    if drifted and (performance["dropped"] or unmeasured):
+        names = ", ".join(repr(f.column) for f in drifted)
+        since = min(f.since or "" for f in drifted)
+        return (
+            "data_drift",
+            "retrain",
+            f"{headline}: the inputs {names} drifted away from the training data "
+            f"(since {since}). Retrain on recent data"
+            + (" after collecting labels for it." if performance["baseline"] is None else "."),
+            _evidence(drifted + problems["concept_drift"]),
+        )
+    if problems["concept_drift"]:
+        item = problems["concept_drift"][0]
+        return (
+            "concept_drift",
+            "retrain",
+            f"{headline}: concept drift - the relation between the inputs and the label "
+            f"changed since {item.since} while the inputs stayed stable. Retrain on "
+            "recently labelled data.",
+            _evidence([item]),
+        )
+    if drifted:
+        names = ", ".join(repr(f.column) for f in drifted)
+        return (
+            "data_drift",
+            "none",
+            f"The inputs {names} drifted but {performance['metric']} held: no action "
+            "needed yet; keep watching.",
+            _evidence(drifted),
+        )
+    return (
+        "none",
+        "none",
+        f"{headline}; no instrumentation problem, drift or concept drift found.",
+        [],
+    )
+
+
+def _headline(performance: dict[str, Any]) -> str:
+    metric, base = performance["metric"], performance["baseline"]
+    if base is None or not performance["measured"]:
+        return f"{metric} cannot be measured (too few feedback labels)"
+    if performance["dropped"] and performance["recent"] is not None:
+        return (
+            f"{metric} fell from {base:.3f} ({performance['baseline_source']}) to "
+            f"{performance['recent']:.3f} since {str(performance['since'])[:16]}"
+        )
+    return f"{metric} held near {base:.3f} ({performance['baseline_source']})"
+
+
+def _evidence(findings: list[Finding]) -> list[str]:
+    return [f"{f.title}: {line}" for f in findings for line in f.evidence]
+
+
+# --- terminal -----------------------------------------------------------------------------
+
+_MARK = {"problem": "[bold red]✗[/]", "warning": "[yellow]![/]", "info": "[dim]·[/]"}
+_STAGES = (
+    ("instrumentation", "1. Instrumentation"),
+    ("data_drift", "2. Data drift"),
+    ("concept_drift", "3. Concept drift"),
+    ("model_version", "4. Model versions"),
+)
+_ACTIONS = {
+    "fix_pipeline": "FIX THE PIPELINE",
+    "rollback": "ROLL BACK",
+    "retrain": "RETRAIN",
+    "none": "NO ACTION",
+}
+
+
+def _print_diagnosis(diagnosis: Diagnosis, console: Console | None) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.panel import Panel
+
+    console = console or Console()
+    console.print(
+        f"[bold]{escape(diagnosis.model_name)}[/] versions "
+        f"{', '.join(diagnosis.versions) or '-'}; {diagnosis.period['start']} .. "
+        f"{diagnosis.period['end']}; {diagnosis.n_predictions:,} predictions, "
+        f"{diagnosis.n_labeled:,} labelled; reference: {escape(diagnosis.reference)}"
+    )
+    for stage, title in _STAGES:
+        items = diagnosis.stage(stage)  # type: ignore[arg-type]
+        console.print(f"\n[bold]{title}[/]" + ("" if items else ": nothing found"))
+        for item in items:
+            since = f" (since {item.since[:16]})" if item.since else ""
+            console.print(f"  {_MARK[item.severity]} {escape(item.title)}{escape(since)}")
+            for line in item.evidence:
+                console.print(f"      {escape(line)}", highlight=False)
+    for note in diagnosis.notes:
+        console.print(f"[dim]note: {escape(note)}[/]")
+    style = "green" if diagnosis.recommendation == "none" else "red"
+    action = _ACTIONS.get(diagnosis.recommendation, diagnosis.recommendation)
+    console.print()
+    console.print(
+        Panel(
+            escape(diagnosis.summary),
+            title=f"Recommendation: {action}",
+            border_style=style,
+        )
+    )

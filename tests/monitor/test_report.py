@@ -1,0 +1,363 @@
+"""`loopline monitor report`: the JSON summary, the terminal summary and the HTML file.
+
+The HTML test opens the file in headless Chromium (Playwright) and checks that every plot
+rendered with a non-zero size, with no console error and no network request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+from typer.testing import CliRunner
+
+from loopline.config import load_settings
+from loopline.core import schema
+from loopline.core.metadata import MetadataStore
+from loopline.errors import LooplineError
+from loopline.monitor.cli import monitor_app
+from loopline.monitor.profile import build_profile
+from loopline.monitor.report import (
+    MonitorData,
+    MonitorReport,
+    build_report,
+    build_report_from_data,
+    parse_since,
+    print_summary,
+    write_html,
+)
+from loopline.serve.feedback import record_feedback
+from loopline.serve.predlog import ParquetSink, PredictionRecord
+
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def applicants(rng: np.random.Generator, n: int, day: int) -> pd.DataFrame:
+    """Loan applications; from day 3 incomes fall, and on day 4 the income is not logged."""
+    income = rng.normal(50.0 if day < 3 else 38.0, 12.0, n)
+    sex = rng.choice(["f", "m"], n)
+    purpose = rng.choice(["car", "home", "study"], n, p=[0.5, 0.3, 0.2])
+    approve = income + np.where(sex == "m", 4.0, 0.0) > 48
+    truth = np.where(rng.random(n) < 0.1, ~(income > 48), income > 48)
+    frame = pd.DataFrame(
+        {
+            "income": income.round(1),
+            "sex": sex,
+            "purpose": purpose,
+            "prediction": np.where(approve, "approve", "deny"),
+            "label": np.where(truth, "approve", "deny"),
+        }
+    )
+    if day == 4:
+        frame["income"] = np.nan
+    return frame
+
+
+def monitor_data(days: int = 6, per_day: int = 200, *, with_profile: bool = True) -> MonitorData:
+    """The same story in memory, as :func:`load_monitor_data` would return it."""
+    rng = np.random.default_rng(11)
+    parts = []
+    for day in range(days):
+        frame = applicants(rng, per_day, day)
+        labelled = rng.random(per_day) < 0.6
+        parts.append(
+            pd.DataFrame(
+                {
+                    "request_id": [f"d{day}-{i}" for i in range(per_day)],
+                    "ts": pd.Timestamp(T0)
+                    + pd.Timedelta(days=day)
+                    + pd.to_timedelta(np.arange(per_day) * 5, unit="min"),
+                    "model_name": "loans",
+                    "model_version": "1" if day < 3 else "2",
+                    "route": "champion",
+                    "input.income": frame["income"],
+                    "input.sex": frame["sex"],
+                    "input.purpose": frame["purpose"],
+                    "prediction": frame["prediction"],
+                    "proba.approve": np.where(frame["prediction"] == "approve", 0.7, 0.3),
+                    "proba.deny": np.where(frame["prediction"] == "approve", 0.3, 0.7),
+                    "label_true": frame["label"].where(labelled),
+                }
+            )
+        )
+    train = applicants(rng, 3000, 0)
+    profile = (
+        build_profile(
+            train,
+            numeric=["income"],
+            categorical=["sex", "purpose"],
+            prediction="prediction",
+            labels="label",
+            slices=["sex"],
+        )
+        if with_profile
+        else None
+    )
+    return MonitorData(
+        model_name="loans",
+        frame=pd.concat(parts, ignore_index=True),
+        unmatched_feedback=3,
+        profile=profile,
+        reference_version="2" if with_profile else None,
+        reference_note="reference profile of version 2" if with_profile else "no reference",
+    )
+
+
+@pytest.fixture(scope="module")
+def report() -> MonitorReport:
+    """One report shared by the tests that only read it (building it takes a second)."""
+    return build_report_from_data(monitor_data(), "1D", group_column="sex")
+
+
+def test_report_sections_are_complete_and_json_able(report: MonitorReport) -> None:
+    data = json.loads(orjson.dumps(report.to_dict(), default=str))
+
+    assert data["n_predictions"] == 1200 and data["versions"] == ["1", "2"]
+    assert data["unmatched_feedback"] == 3
+    assert [w["start"][:10] for w in data["drift_over_time"]][:2] == ["2026-06-01", "2026-06-02"]
+    income = [w["features"]["income"] for w in data["drift_over_time"]]
+    assert [f["drifted"] for f in income] == [False, False, False, True, True, True]
+    assert income[4]["status"] == "all_missing"
+    assert any(i["kind"] == "all_missing" for i in data["drift_over_time"][4]["issues"])
+    assert {d["feature"] for d in data["distributions"]} == {"income", "sex", "purpose"}
+    for dist in data["distributions"]:
+        assert sum(dist["reference"]) == pytest.approx(1.0, abs=1e-6)
+    windows = [w for w in data["performance"]["windows"] if w["model_version"] is None]
+    assert len(windows) == 6 and all(0.5 < w["label_coverage"] < 0.7 for w in windows)
+    assert {g["group"] for g in data["fairness"]["overall"]["groups"]} == {"f", "m"}
+    assert data["fairness"]["overall"]["demographic_parity_difference"] > 0.05
+    assert len(data["fairness"]["over_time"]) == 6
+    assert data["reference"]["source"] == "reference profile of version 2"
+
+
+def test_without_a_stored_profile_the_first_window_is_the_reference() -> None:
+    report = build_report_from_data(monitor_data(with_profile=False), "1D")
+    assert "first window" in report.reference["source"]
+    assert any("no reference profile" in m for m in report.messages)
+    assert report.fairness is None
+
+
+def test_terminal_summary(report: MonitorReport) -> None:
+    console = Console(record=True, width=120)
+    print_summary(report, console)
+    text = console.export_text()
+    assert "loans" in text and "income" in text and "demographic-parity" in text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-05-01", datetime(2026, 5, 1, tzinfo=UTC)),
+        ("2026-05-01T12:30", datetime(2026, 5, 1, 12, 30, tzinfo=UTC)),
+        ("7d", datetime(2026, 5, 24, tzinfo=UTC)),
+        ("24h", datetime(2026, 5, 30, tzinfo=UTC)),
+    ],
+)
+def test_parse_since(text: str, expected: datetime) -> None:
+    assert parse_since(text, now=datetime(2026, 5, 31, tzinfo=UTC)) == expected
+
+
+def test_parse_since_rejects_nonsense() -> None:
+    with pytest.raises(LooplineError, match="cannot read the time"):
+        parse_since("yesterday-ish")
+
+
+# --- on disk, through the CLI --------------------------------------------------------------
+
+
+def write_project(root: Path) -> None:
+    """Log the in-memory story with the real sink, feedback with the real API."""
+    data = monitor_data()
+    settings = load_settings(root)
+    store = MetadataStore(str(settings.metadata_url))
+    from loopline.core.artifacts import ArtifactStore
+
+    assert data.profile is not None
+    stored = ArtifactStore(str(settings.artifact_root)).save(data.profile.to_dict())
+    store.record_model_version(
+        model_name="loans",
+        version="2",
+        model_hash="0" * 64,
+        dataset_hash=None,
+        dataset_version=None,
+        mlflow_run_id=None,
+        run_id=None,
+    )
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(schema.model_versions).values(profile_hash=stored.hash))
+    sink = ParquetSink(str(settings.prediction_log_url))
+    for _, day in data.frame.groupby(data.frame["ts"].dt.day):
+        sink.write(
+            [
+                PredictionRecord(
+                    request_id=row["request_id"],
+                    ts=row["ts"].to_pydatetime(),
+                    model_name="loans",
+                    model_version=row["model_version"],
+                    route="champion",
+                    inputs={
+                        "income": row["input.income"],
+                        "sex": row["input.sex"],
+                        "purpose": row["input.purpose"],
+                    },
+                    label=row["prediction"],
+                    probabilities={"approve": row["proba.approve"], "deny": row["proba.deny"]},
+                    latency_ms=1.0,
+                )
+                for row in day.to_dict("records")
+            ]
+        )
+    for row in data.frame.dropna(subset=["label_true"]).itertuples():
+        record_feedback(store, row.request_id, row.label_true, model_name="loans")
+    record_feedback(store, "not-a-request", "deny", model_name="loans")
+    with store.engine.begin() as conn:
+        conn.execute(
+            schema.alert_events.insert().values(
+                model_name="loans",
+                model_version="2",
+                rule="accuracy-floor",
+                metric="accuracy",
+                value=0.71,
+                threshold=0.8,
+                action="log",
+                status="fired",
+                created_at=T0 + timedelta(days=5),
+            )
+        )
+    store.close()
+
+
+def _cli() -> typer.Typer:
+    root = typer.Typer()
+
+    @root.callback()
+    def _root(project: Path = typer.Option(None, "--project", "-C")) -> None:
+        """Test root."""
+
+    root.add_typer(monitor_app, name="monitor")
+    return root
+
+
+def test_report_cli_writes_html_and_json(project: Path, tmp_path: Path) -> None:
+    write_project(project)
+    html = tmp_path / "out" / "report.html"
+    args = [
+        "-C",
+        str(project),
+        "monitor",
+        "report",
+        "loans",
+        "--window",
+        "1D",
+        "--group",
+        "sex",
+        "--html",
+        str(html),
+    ]
+
+    result = CliRunner().invoke(_cli(), [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["html"] == str(html) and html.is_file()
+    assert payload["unmatched_feedback"] == 1
+    assert payload["n_labeled"] == int(monitor_data().frame["label_true"].notna().sum())
+    assert payload["alerts"][0]["rule"] == "accuracy-floor"
+    assert payload["reference"]["version"] == "2"
+
+    text = CliRunner().invoke(_cli(), args)
+    assert text.exit_code == 0, text.output
+    assert "HTML report written" in text.output and "Performance per 1D window" in text.output
+
+    later = CliRunner().invoke(_cli(), [*args[:5], "--since", "2030-01-01"])
+    assert isinstance(later.exception, LooplineError)
+    assert "no predictions of model 'loans' are logged since 2030-01-01" in str(later.exception)
+    missing = CliRunner().invoke(_cli(), [*args[:5], "--group", "age"])
+    assert isinstance(missing.exception, LooplineError)
+    assert "'age' is not in the prediction log" in str(missing.exception)
+
+
+def test_build_report_of_unknown_model_is_a_clear_error(project: Path) -> None:
+    with pytest.raises(LooplineError, match="no predictions of model 'ghost'") as info:
+        build_report("ghost", load_settings(project))
+    assert info.value.hint and "loopline serve ghost" in info.value.hint
+
+
+# --- the HTML in a real browser --------------------------------------------------------------
+
+
+def _browser_or_skip() -> None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("playwright is not installed (pip install playwright)")
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        if os.environ.get("CI"):
+            pytest.fail(f"Chromium is missing at {CHROMIUM}")
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+
+
+def test_html_report_renders_in_headless_chromium(report: MonitorReport, tmp_path: Path) -> None:
+    _browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    path = write_html(report, tmp_path / "report.html")
+    text = path.read_text(encoding="utf-8")
+    assert "http://" not in text.replace("http://www.w3.org/2000/svg", "")
+    assert "https://" not in text
+
+    errors: list[str] = []
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("requestfailed", lambda r: errors.append(f"failed: {r.url}"))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(path.as_uri())
+            charts = page.evaluate(
+                """() => Array.from(document.querySelectorAll('section')).map(s => ({
+                    id: s.id,
+                    svgs: Array.from(s.querySelectorAll('svg')).map(svg => {
+                        const box = svg.getBoundingClientRect();
+                        return {w: box.width, h: box.height,
+                                marks: svg.querySelectorAll('rect, circle, polyline').length};
+                    })
+                }))"""
+            )
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        finally:
+            browser.close()
+
+    assert errors == []
+    assert requests == [path.as_uri()]  # the file itself, nothing else
+    by_id = {c["id"]: c["svgs"] for c in charts}
+    for section in ("drift-over-time", "distributions", "performance", "fairness"):
+        assert by_id[section], f"no plot in {section}"
+        for svg in by_id[section]:
+            assert svg["w"] > 100 and svg["h"] > 100 and svg["marks"] > 0, section
+    assert len(by_id["distributions"]) == 3
