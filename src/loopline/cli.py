@@ -447,6 +447,65 @@ def data_validate(
         out.print(format_report(report))
 
 
+# -- watch ---------------------------------------------------------------------------
+@app.command()
+def watch(
+    on_new_data: Annotated[
+        Path | None, typer.Option(help="Retrain when files under this path change.")
+    ] = None,
+    on_drift: Annotated[
+        bool, typer.Option("--on-drift", help="Check the monitoring rules and auto-rollback.")
+    ] = False,
+    schedule: Annotated[str | None, typer.Option(help='Cron ("0 3 * * *") or "@every 6h".')] = None,
+    interval: Annotated[
+        float | None, typer.Option(help="Seconds between checks (default: monitoring config).")
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="Check once and exit.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Watch for new data, alerts and schedules; retrain (the gate decides promotion)."""
+    import logging
+    import signal
+    import threading
+
+    from loopline.core.metadata import MetadataStore
+    from loopline.orchestrate.rules import load_monitoring
+    from loopline.orchestrate.watch import Schedule, Watcher
+
+    settings = _settings()
+    config = load_monitoring(settings)
+    if not (on_new_data or on_drift or schedule):
+        raise LooplineError(
+            "nothing to watch", hint="pass --on-new-data PATH, --on-drift or --schedule CRON"
+        )
+    if config.retrain is None and (on_new_data or schedule):
+        raise LooplineError(
+            "no pipeline to run: monitoring.retrain is not configured",
+            hint="add `monitoring: {retrain: {pipeline: NAME, params: {...}}}` to loopline.yaml",
+        )
+    assert settings.metadata_url
+    os.chdir(settings.project_root)
+    watcher = Watcher(
+        settings,
+        MetadataStore(settings.metadata_url),
+        on_new_data=on_new_data,
+        on_drift=on_drift,
+        schedule=Schedule(schedule) if schedule else None,
+        state_path=settings.home_dir / "watch-state.json",
+    )
+    if once:
+        events = watcher.run_once()
+        print_json(events) if as_json else out.print(events)
+        return
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    err.print(f"watching (every {interval or config.poll_interval_s:g} s); Ctrl-C stops")
+    watcher.run_forever(interval or config.poll_interval_s, stop)
+    err.print("stopped")
+
+
 # -- demo ----------------------------------------------------------------------------
 @app.command()
 def demo(

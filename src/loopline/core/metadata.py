@@ -469,6 +469,66 @@ class MetadataStore:
             ).first()
         return None if row is None else dict(row._mapping)
 
+    # -- alerts --------------------------------------------------------------------
+    def record_alert(
+        self,
+        *,
+        model_name: str,
+        model_version: str | None,
+        rule: str,
+        metric: str,
+        value: float | None,
+        threshold: float | None,
+        window_start: datetime | None,
+        window_end: datetime | None,
+        action: str,
+        status: str,
+        details: dict[str, Any],
+    ) -> int:
+        """Append one alert (and what was done about it) to the audit trail."""
+        with self._tx() as conn:
+            result = conn.execute(
+                schema.alert_events.insert().values(
+                    model_name=model_name,
+                    model_version=model_version,
+                    rule=rule,
+                    metric=metric,
+                    value=value,
+                    threshold=threshold,
+                    window_start=window_start,
+                    window_end=window_end,
+                    action=action,
+                    status=status,
+                    details=_dumps(details),
+                    created_at=now(),
+                )
+            )
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def alerts(self, model_name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Recent alerts, newest first."""
+        ae = schema.alert_events
+        query = sa.select(ae).order_by(ae.c.id.desc()).limit(limit)
+        if model_name:
+            query = query.where(ae.c.model_name == model_name)
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+        for row in rows:
+            row["details"] = orjson.loads(row["details"]) if row["details"] else {}
+        return rows
+
+    def last_alert(self, model_name: str, rule: str) -> datetime | None:
+        """When ``rule`` last fired for the model (None if never)."""
+        ae = schema.alert_events
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.max(ae.c.created_at)).where(
+                    ae.c.model_name == model_name, ae.c.rule == rule
+                )
+            ).scalar()
+
     def lineage(self, model_name: str, version: str) -> dict[str, Any]:
         """Where a model version came from: its run, code version, steps and data.
 
