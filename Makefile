@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench-pipeline bench-label install dev clean
+.PHONY: demo test lint typecheck unit bench-pipeline bench-label bench-serving bench-drift install dev clean
 
 $(BIN)/loopline: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ bench-pipeline: $(VENV)/.dev ## pipeline overhead vs a plain scikit-learn script
 
 bench-label: $(VENV)/.dev ## label model vs majority vote and Snorkel (builds .bench/snorkel-venv)
 	$(BIN)/python benchmarks/label_model.py
+
+bench-serving: $(VENV)/.dev ## loopline serve vs mlflow models serve, BentoML, a trivial app (needs wrk)
+	$(BIN)/python benchmarks/serving.py
+
+bench-drift: $(VENV)/.dev ## drift report vs Evidently and a scipy loop (builds .bench/evidently-venv)
+	$(BIN)/python benchmarks/drift.py
 
 clean:
 	rm -rf $(VENV) .loopline .mypy_cache .ruff_cache .pytest_cache
