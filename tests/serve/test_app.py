@@ -101,6 +101,7 @@ def loaded(pipeline: Pipeline) -> LoadedModel:
 @pytest.fixture
 def client(loaded: LoadedModel) -> Iterator[TestClient]:
     app = create_app(loaded, max_body_bytes=4_000, max_items=5)
+    loaded.model.calls.clear()  # forget the warm-up call made while loading
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 
@@ -235,6 +236,14 @@ def test_health_ready_and_model_describe_the_served_model(client: TestClient) ->
         "aliases": ["champion"],
         "input_columns": ["text"],
         "classes": ["negative", "positive"],
+        "routes": {
+            "champion": {
+                "name": "sentiment",
+                "version": "3",
+                "ref": "sentiment/3",
+                "inference": "dataframe",
+            }
+        },
     }
 
 
@@ -264,7 +273,7 @@ def test_metrics_count_requests_items_and_latency(client: TestClient) -> None:
     assert metric(after, items) - metric(before, items) == 3
     count = "loopline_prediction_latency_seconds_count"
     assert metric(after, count) - metric(before, count) == 2
-    assert metric(after, 'loopline_model_info{name="sentiment",version="3"}') == 1
+    assert metric(after, 'loopline_model_info{name="sentiment",route="champion",version="3"}') == 1
 
 
 def test_each_app_has_its_own_metrics_registry(loaded: LoadedModel) -> None:
@@ -288,7 +297,9 @@ def test_unknown_route_uses_the_error_shape(client: TestClient) -> None:
 def test_a_failing_model_gives_500_with_the_error_shape(loaded: LoadedModel) -> None:
     class Broken:
         def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-            raise RuntimeError("boom")
+            if "hi" in list(frame["text"]):  # passes the warm-up made while loading
+                raise RuntimeError("boom")
+            return np.full((len(frame), 2), 0.5)
 
     broken = LoadedModel(loaded.info, Broken(), ["text"], loaded.classes)
     client = TestClient(create_app(broken), raise_server_exceptions=False)

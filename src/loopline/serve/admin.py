@@ -1,0 +1,253 @@
+"""The feedback route and the admin routes (reload, rollback) of the prediction server.
+
+Admin routes exist only when an admin token is configured; each call must carry
+``Authorization: Bearer <token>`` (no header: 401, wrong token: 403). The token is compared
+in constant time and never echoed or logged. They take no model reference or path: reload
+re-resolves the references the server was started with, and rollback moves the champion
+alias of the served model back to ``previous`` in the registry.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from loopline.errors import LooplineError
+from loopline.registry.models import CHAMPION
+from loopline.serve.http import (
+    ApiError,
+    JSONBytesResponse,
+    json_object,
+    loc_error,
+    openapi_json_body,
+)
+from loopline.serve.routing import RegistryModel, Router
+
+if TYPE_CHECKING:
+    from loopline.core.metadata import MetadataStore
+    from loopline.serve.app import PredictionService
+
+__all__ = ["add_admin_routes", "add_feedback_route"]
+
+log = logging.getLogger(__name__)
+
+_MAX_ACTOR = 100
+_MAX_REASON = 500
+
+
+# --- feedback --------------------------------------------------------------------------------
+
+
+def add_feedback_route(app: FastAPI, service: PredictionService, store: MetadataStore) -> None:
+    """``POST /feedback {"request_id", "label"}``: ground truth joined to the prediction log.
+
+    The label must be one of the served models' classes; API keys apply as for /predict.
+    """
+    from loopline.serve.feedback import record_feedback
+
+    async def feedback(request: Request) -> Response:
+        """Store the true label of an earlier prediction, by its request id."""
+        if service.api_keys:
+            service.check_api_key(request.headers.get("x-api-key"))
+        classes = _served_classes(service.router)
+        request_id, label = _parse_feedback(await request.body(), classes)
+        champion = service.router.champion.current.name
+        try:
+            feedback_id = await run_in_threadpool(
+                record_feedback, store, request_id, label, model_name=champion, source="api"
+            )
+        except LooplineError as exc:  # e.g. a value longer than the table allows
+            raise ApiError(422, exc.message) from None
+        return JSONBytesResponse(
+            {"feedback_id": feedback_id, "request_id": request_id, "label": label},
+            status_code=201,
+        )
+
+    app.add_api_route(
+        "/feedback",
+        feedback,
+        methods=["POST"],
+        status_code=201,
+        summary="Record the true label of a prediction",
+        openapi_extra=openapi_json_body(
+            {
+                "request_id": {"type": "string", "minLength": 1, "maxLength": 64},
+                "label": {"type": "string", "minLength": 1, "maxLength": 200},
+            },
+            required=["request_id", "label"],
+        ),
+    )
+
+
+def _served_classes(router: Router) -> list[str]:
+    classes: list[str] = []
+    for slot in router.slots:
+        for c in slot.current.loaded.classes:
+            if str(c) not in classes:
+                classes.append(str(c))
+    return classes
+
+
+def _parse_feedback(body: bytes, classes: list[str]) -> tuple[str, str]:
+    """``(request_id, label)`` from the body, or a 422 that names every bad field."""
+    payload = json_object(body, 'send {"request_id": "...", "label": "..."}')
+    detail = [
+        loc_error(["body", key], "Extra inputs are not permitted", "extra_forbidden")
+        for key in sorted(set(payload) - {"request_id", "label"})
+    ]
+    values: dict[str, str] = {}
+    for key in ("request_id", "label"):
+        problem = _text_problem(payload, key)
+        if problem is None:
+            values[key] = payload[key].strip()
+        else:
+            message, kind = problem
+            detail.append(loc_error(["body", key], message, kind))
+    if detail:
+        where = ".".join(map(str, detail[0]["loc"]))
+        raise ApiError(422, f"invalid feedback: {where}: {detail[0]['msg']}", detail)
+    if values["label"] not in classes:
+        message = (
+            f"label {values['label']!r} is not one of the model's classes: {', '.join(classes)}"
+        )
+        raise ApiError(422, message, [loc_error(["body", "label"], message, "enum")])
+    return values["request_id"], values["label"]
+
+
+def _text_problem(payload: dict[str, Any], key: str) -> tuple[str, str] | None:
+    """What is wrong with a required non-empty string field: (message, error type)."""
+    if key not in payload:
+        return f"{key} is missing: send a non-empty string", "missing"
+    value = payload[key]
+    if not isinstance(value, str):
+        return f"{key} is not a string: send a non-empty string", "string_type"
+    if not value.strip():
+        return f"{key} is empty: send a non-empty string", "string_too_short"
+    return None
+
+
+# --- admin -----------------------------------------------------------------------------------
+
+
+def add_admin_routes(app: FastAPI, service: PredictionService, token: str) -> None:
+    """``/admin/reload`` and ``/admin/rollback``, behind a bearer token."""
+    expected = token.encode()
+    router = service.router
+
+    def authorize(request: Request) -> None:
+        header = request.headers.get("authorization")
+        scheme, _, given = (header or "").partition(" ")
+        if not header or scheme.lower() != "bearer" or not given.strip():
+            raise ApiError(
+                401,
+                "admin routes need an 'Authorization: Bearer <token>' header",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        # Constant-time: the answer's timing must not reveal how much of the token matched.
+        if not hmac.compare_digest(given.strip().encode(), expected):
+            raise ApiError(403, "the admin token is not valid")
+
+    async def reload(request: Request) -> Response:
+        """Re-resolve every followed reference now; swap in what changed."""
+        authorize(request)
+        changed = await run_in_threadpool(_refresh_all, router)
+        return JSONBytesResponse({"routes": _routes_state(router, changed)})
+
+    async def rollback(request: Request) -> Response:
+        """Move the champion alias back to the previous version, then follow it."""
+        authorize(request)
+        source = router.champion.source
+        if not isinstance(source, RegistryModel) or source.alias != CHAMPION:
+            raise ApiError(
+                409,
+                f"this server serves {source.ref}, not NAME@champion: roll back with "
+                "`loopline models rollback NAME` and reload",
+            )
+        reason, actor = _parse_rollback(await request.body())
+        host = request.client.host if request.client else "unknown"
+        actor = f"{actor} (POST /admin/rollback from {host})"
+        old = router.champion.current.version
+        try:
+            await run_in_threadpool(
+                source.registry.rollback, source.name, reason=reason, actor=actor
+            )
+        except LooplineError as exc:
+            raise ApiError(409, exc.message) from None
+        changed = await run_in_threadpool(_refresh_all, router)
+        new = router.champion.current
+        return JSONBytesResponse(
+            {
+                "model_name": new.name,
+                "model_version": new.version,
+                "previous_version": old,
+                "reason": reason,
+                "actor": actor,
+                "routes": _routes_state(router, changed),
+            }
+        )
+
+    security: dict[str, Any] = {"security": [{"bearer": []}]}
+    app.add_api_route("/admin/reload", reload, methods=["POST"], openapi_extra=security)
+    app.add_api_route(
+        "/admin/rollback",
+        rollback,
+        methods=["POST"],
+        openapi_extra={
+            **security,
+            **openapi_json_body(
+                {
+                    "reason": {"type": "string", "maxLength": _MAX_REASON},
+                    "actor": {"type": "string", "maxLength": _MAX_ACTOR},
+                },
+                required=[],
+                body_required=False,
+            ),
+        },
+    )
+
+
+def _refresh_all(router: Router) -> dict[str, bool]:
+    """Refresh every slot (blocking); which routes changed. The old models keep serving
+    when a reference cannot be resolved or its new version cannot be loaded."""
+    changed = {}
+    for slot in router.slots:
+        try:
+            changed[slot.route] = slot.refresh()
+        except LooplineError as exc:
+            raise ApiError(409, f"cannot reload {slot.source.ref}: {exc.message}") from None
+        except Exception as exc:  # the registry or the artifact store failed
+            log.warning("cannot reload %s", slot.source.ref, exc_info=True)
+            message = f"cannot reload {slot.source.ref} ({type(exc).__name__}): still serving"
+            raise ApiError(502, f"{message} version {slot.current.version}") from None
+    return changed
+
+
+def _routes_state(router: Router, changed: dict[str, bool]) -> dict[str, Any]:
+    return {
+        slot.route: {
+            "model_name": slot.current.name,
+            "model_version": slot.current.version,
+            "changed": changed.get(slot.route, False),
+        }
+        for slot in router.slots
+    }
+
+
+def _parse_rollback(body: bytes) -> tuple[str, str]:
+    reason, actor = "rollback requested through POST /admin/rollback", "admin"
+    if not body.strip():
+        return reason, actor
+    payload = json_object(body, 'send {"reason": "...", "actor": "..."} or nothing')
+    for key, limit in (("reason", _MAX_REASON), ("actor", _MAX_ACTOR)):
+        value = payload.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip() or len(value) > limit:
+            message = f"{key} must be a non-empty string of at most {limit} characters"
+            raise ApiError(422, message, [loc_error(["body", key], message, "string_type")])
+    return (payload.get("reason") or reason).strip(), (payload.get("actor") or actor).strip()
