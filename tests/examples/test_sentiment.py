@@ -50,13 +50,24 @@ def test_demo_runs_the_whole_loop_and_reruns_from_cache(project: Path) -> None:
     for answer in served["predictions"]:
         assert answer["label"] in {"negative", "positive"}
         assert answer["model_version"] == "1"
+    # The drifted stream is diagnosed, its labels retrain the model, the server follows.
+    monitoring = summary["monitoring"]
+    assert monitoring["drifted_requests"] > 0
+    assert monitoring["diagnosis"]["recommendation"] == "retrain"
+    assert "text" in monitoring["diagnosis"]["drifted_features"]
+    assert Path(monitoring["report"]).is_file()
+    retrained = monitoring["retrain"]
+    assert (retrained["version"], retrained["promoted"]) == ("2", True)
+    assert retrained["server_followed_to"] == "2"
+    # Unchanged inputs: the next demo's pipeline run is that retrain run, all from cache.
     again = run_demo(settings)
     steps = len(sentiment.build(source="x", gold="y").nodes)
     assert again["cache_hits"] == f"{steps}/{steps}"
-    assert again["model"]["version"] == "1"
+    assert again["model"]["version"] == "2"
     store = MetadataStore(settings.metadata_url)
     history = store.alias_history("sentiment")
-    assert [(e["alias"], e["version"]) for e in history] == [("champion", "1")]
+    champion_moves = [e["version"] for e in history if e["alias"] == "champion"]
+    assert champion_moves[:2] == ["1", "2"]
     lineage = store.lineage("sentiment", "1")
     steps = {s["step"]: s for s in lineage["steps"]}
     assert {"train", "split", "label", "ingest", "human_labels"} <= set(steps)
@@ -68,17 +79,18 @@ def test_demo_runs_the_whole_loop_and_reruns_from_cache(project: Path) -> None:
 
 def test_a_worse_candidate_is_registered_but_not_promoted(project: Path) -> None:
     settings = load_settings(project)
-    run_demo(settings)
+    champion = run_demo(settings)["monitoring"]["retrain"]["champion"]
     from loopline.examples.sentiment.demo import generated_data
 
     data, gold = generated_data(settings)
     worse = sentiment.run(settings, source=str(data), gold=str(gold), C=0.0005)
     decision = worse.load("gate")
     assert decision["passed"] is False
-    assert decision["champion_version"] == "1"
+    assert decision["champion_version"] == champion
     registered = worse.load("register")
-    assert registered["version"] == "2" and registered["promoted"] is False
-    assert registered["champion"] == "1"
+    assert registered["promoted"] is False
+    assert registered["version"] == str(int(champion) + 1)
+    assert registered["champion"] == champion
 
 
 @pytest.mark.postgres
@@ -87,7 +99,9 @@ def test_sentiment_pipeline_with_postgresql_metadata(project: Path, postgres_url
     summary = run_demo(settings)
     assert summary["model"]["promoted"] is True
     store = MetadataStore(postgres_url)
-    assert store.current_alias("sentiment", "champion") == "1"
+    assert (
+        store.current_alias("sentiment", "champion") == summary["monitoring"]["retrain"]["champion"]
+    )
     assert store.list_datasets("tweets")[0]["version"] == 1
     assert store.model_version("sentiment", "1")["dataset_version"] == "tweets:v1"
     store.close()

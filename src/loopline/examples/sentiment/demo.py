@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from loopline.core.runner import RunEvent
 
+DRIFTED_STREAM_ROWS = 400
 DEMO_TEXTS = [
     "I love this, best day ever :)",
     "this is the worst service, so disappointed",
@@ -94,7 +95,16 @@ def run_demo(
         "mlflow": settings.mlflow_tracking_uri,
         "metadata": settings.metadata_url,
     }
-    summary["serving"] = _serve_and_predict(settings, registered["model_name"], texts or DEMO_TEXTS)
+    summary.update(
+        _serve_monitor_retrain(
+            settings,
+            registered["model_name"],
+            texts or DEMO_TEXTS,
+            retrain=lambda: sentiment.run(
+                settings, on_event=on_event, source=str(data), gold=str(gold) if gold else None
+            ),
+        )
+    )
     return summary
 
 
@@ -111,25 +121,108 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: metrics.get(k) for k in keys}
 
 
-def _serve_and_predict(settings: Settings, model_name: str, texts: list[str]) -> dict[str, Any]:
-    from loopline.registry.project import open_registry
+def _serve_monitor_retrain(
+    settings: Settings, model_name: str, texts: list[str], retrain: Callable[[], Any]
+) -> dict[str, Any]:
+    """Serve the champion (following its alias), send test predictions, then a drifted
+    stream with late-arriving labels; diagnose, retrain through the gate, and show the
+    server following the new champion."""
     from loopline.serve import predict_remote, start_in_thread
+    from loopline.serve.server import ServeConfig, build_app
 
-    registry = open_registry(settings)
-    champion = registry.resolve(f"{model_name}@champion")
-    loaded = registry.load(f"{model_name}/{champion.version}")
-    server = start_in_thread(loaded)
+    config = ServeConfig(
+        model=f"{model_name}@champion",
+        project_root=str(settings.project_root),
+        options={"poll_interval_s": 0.5},
+    )
+    server = start_in_thread(build_app(config))
     try:
         answers = predict_remote(server.url, texts)
+        serving = {
+            "url": server.url,
+            "model_version": answers[0]["model_version"],
+            "predictions": answers,
+            "latency_ms": _latency(answers),
+        }
+        monitoring = _drifted_stream_and_diagnosis(settings, model_name, server.url)
+        result = retrain()
+        registered = result.load("register")
+        champion = str(registered["champion"])
+        _wait_for_version(server.url, champion)
+        after = predict_remote(server.url, texts)
     finally:
         server.stop()
-    latencies = sorted(a["latency_ms"] for a in answers)
-    return {
-        "url": server.url,
-        "model_version": champion.version,
-        "predictions": answers,
-        "latency_ms": {"min": latencies[0], "max": latencies[-1]},
+    monitoring["retrain"] = {
+        "run_id": result.run_id,
+        "version": registered["version"],
+        "promoted": registered["promoted"],
+        "gate": result.load("gate")["reasons"],
+        "champion": champion,
+        "server_followed_to": after[0]["model_version"],
+        "predictions": after,
     }
+    return {"serving": serving, "monitoring": monitoring}
+
+
+def _latency(answers: list[dict[str, Any]]) -> dict[str, float]:
+    latencies = sorted(a["latency_ms"] for a in answers)
+    return {"min": latencies[0], "max": latencies[-1]}
+
+
+def _drifted_stream_and_diagnosis(settings: Settings, model_name: str, url: str) -> dict[str, Any]:
+    """Tweets from a later period (new slang, sarcasm), labelled later through /feedback."""
+    import httpx
+
+    from loopline.examples.sentiment.synthetic import generate_tweets
+    from loopline.monitor.diagnose import diagnose
+    from loopline.monitor.report import build_report, write_html
+    from loopline.serve.predlog import read_predictions
+
+    stream = generate_tweets(DRIFTED_STREAM_ROWS, seed=7, period="late")
+    with httpx.Client(base_url=url, timeout=10) as client:
+        ids = [client.post("/predict", json={"text": t}).json()["request_id"] for t in stream.text]
+        for request_id, label in zip(ids, stream["label"], strict=True):
+            client.post("/feedback", json={"request_id": request_id, "label": label})
+    log_url = str(settings.prediction_log_url)
+    _wait(lambda: len(read_predictions(log_url, model_name)) >= len(ids), "the prediction log")
+    window = str(DRIFTED_STREAM_ROWS // 2)
+    diagnosis = diagnose(model_name, settings, window=window)
+    report_path = write_html(
+        build_report(model_name, settings, window=window),
+        settings.home_dir / "demo" / "monitor-report.html",
+    )
+    return {
+        "drifted_requests": len(ids),
+        "diagnosis": {
+            "summary": diagnosis.summary,
+            "cause": diagnosis.cause,
+            "recommendation": diagnosis.recommendation,
+            "drifted_features": diagnosis.drifted_features,
+            "evidence": diagnosis.evidence[:5],
+        },
+        "report": str(report_path),
+    }
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    import time
+
+    from loopline.errors import LooplineError
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise LooplineError(f"gave up waiting for {what} after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def _wait_for_version(url: str, version: str) -> None:
+    import httpx
+
+    _wait(
+        lambda: str(httpx.get(f"{url}/model", timeout=5).json()["version"]) == version,
+        f"the server to serve version {version}",
+    )
 
 
 def print_summary(summary: dict[str, Any], console: Console) -> None:
@@ -183,6 +276,27 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
             f"{p['label']:<8} p={max(p['probabilities'].values()):.2f} "
             f"{p['latency_ms']:6.1f} ms  {p['text']}",
         )
+    mon = summary["monitoring"]
+    diag = mon["diagnosis"]
+    table.add_row(
+        "drifted stream",
+        f"{mon['drifted_requests']} tweets from a later period, true labels sent to /feedback",
+    )
+    table.add_row("diagnosis", f"{diag['summary']} → recommend {diag['recommendation']}")
+    for line in diag["evidence"]:
+        table.add_row("  evidence", line)
+    table.add_row("monitor report", mon["report"])
+    re = mon["retrain"]
+    table.add_row(
+        "retrain",
+        f"version {re['version']} · "
+        + ("promoted" if re["promoted"] else "not promoted")
+        + f" · gate: {'; '.join(re['gate'])}",
+    )
+    table.add_row(
+        "server follows",
+        f"champion v{re['champion']} now served (answers from v{re['server_followed_to']})",
+    )
     table.add_row("run", f"{summary['run_id']} · {summary['cache_hits']} steps from cache")
     table.add_row("artifacts", str(summary["artifacts"]))
     table.add_row("MLflow", str(summary["mlflow"]))

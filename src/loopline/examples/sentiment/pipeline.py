@@ -138,7 +138,8 @@ def audit(
 
     sample = train.sample(min(max_rows, len(train)), random_state=seed).reset_index(drop=True)
     result = noise_audit(sample["text"], sample["label"], seed=seed)
-    flagged = sample.iloc[result.issues[:max_flagged]]
+    # A text repeated in the data is one item for a reviewer.
+    flagged = sample.iloc[result.issues].drop_duplicates("text").head(max_flagged)
     review = LabelQueue(ctx.metadata, queue, labels=list(LABELS))
     added = review.add_items(
         flagged[["text"]].assign(given_label=flagged["label"]),
@@ -204,19 +205,24 @@ def profile(model: Any, test: pd.DataFrame) -> dict:
 
 
 def _champion_key(ctx: RunContext, params: dict[str, Any], inputs: dict[str, str]) -> str:
-    """Gate and register depend on the current champion: part of their cache key.
+    """Gate and register depend on the current champion: its model is part of their key.
 
-    "No champion" and "this very model is champion" give the same key, so re-running an
-    unchanged pipeline after its model was promoted is still a full cache hit.
+    When the candidate itself is champion, the key is the one it had when it was promoted
+    (the model it replaced, now ``previous``), so re-running an unchanged pipeline after a
+    promotion is still a full cache hit.
     """
     name = params["model_name"]
-    version = ctx.metadata.current_alias(name, "champion")
-    if version is None:
-        return "champion=none-or-self"
-    lineage = ctx.metadata.model_version(name, version)
-    if lineage is not None and lineage["model_hash"] == inputs.get("model_artifact"):
-        return "champion=none-or-self"
-    return f"champion={version}"
+
+    def model_of(version: str | None) -> str:
+        if version is None:
+            return "none"
+        lineage = ctx.metadata.model_version(name, version)
+        return lineage["model_hash"] if lineage else f"v{version}"
+
+    champion = model_of(ctx.metadata.current_alias(name, "champion"))
+    if champion == inputs.get("model_artifact"):
+        return f"champion={model_of(ctx.metadata.current_alias(name, 'previous'))}"
+    return f"champion={champion}"
 
 
 @step(cache_extra=_champion_key)
