@@ -41,6 +41,7 @@ def plain_script(project: Path) -> dict[str, float]:
     from loopline.label.audit import noise_audit
     from loopline.label.queue import LabelQueue, load_human_labels
     from loopline.label.stage import label_texts
+    from loopline.monitor.profile import build_profile
     from loopline.registry.models import ModelRegistry
     from loopline.train.text import TextClassifierParams, train_text_classifier
 
@@ -58,6 +59,19 @@ def plain_script(project: Path) -> dict[str, float]:
         train[["text", "label"]], TextClassifierParams(), sample_weight=train["sample_weight"]
     )
     metrics = evaluate_classifier(model, test)
+    sample = test.sample(5_000, random_state=0)
+    proba = model.predict_proba(sample[["text"]])
+    classes = [str(c) for c in model.classes_]
+    reference = sample[["text", "label"]].assign(prediction=[classes[i] for i in proba.argmax(1)])
+    for i, name in enumerate(classes):
+        reference[f"proba.{name}"] = proba[:, i]
+    build_profile(
+        reference,
+        text=["text"],
+        prediction="prediction",
+        probabilities=[f"proba.{c}" for c in classes],
+        labels="label",
+    )
     gold, _ = validate_text_dataset(load_source(GOLD), labels=labels)
     gold_metrics = evaluate_classifier(model, gold)
     decision = decide(metrics, None, GateRules(min_value=0.6))

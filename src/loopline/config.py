@@ -53,7 +53,9 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = None
     prediction_log_url: str | None = None
     executor: Literal["threads", "processes"] = "threads"
-    max_workers: int = Field(default=4, ge=1)
+    # Steps that hold the GIL gain nothing from more threads than cores, and lose to
+    # contention; the default follows the machine.
+    max_workers: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1), ge=1)
     pipelines: dict[str, str] = Field(default_factory=dict)
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     monitoring: dict[str, Any] = Field(default_factory=dict)

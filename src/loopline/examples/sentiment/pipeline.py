@@ -185,14 +185,18 @@ def evaluate(model: Any, data: pd.DataFrame) -> dict:
 
 
 @step
-def profile(model: Any, test: pd.DataFrame) -> dict:
+def profile(model: Any, test: pd.DataFrame, max_rows: int = 5_000, seed: int = 0) -> dict:
     """The reference profile monitoring compares live traffic with: text and prediction
-    distributions and performance by slice, on held-out data the model did not train on."""
+    distributions and performance by slice, on held-out data the model did not train on.
+
+    A seeded sample of ``max_rows`` is plenty for a reference and keeps this step cheap.
+    """
     from loopline.monitor.profile import build_profile
 
-    proba = model.predict_proba(test[["text"]])
+    sample = test.sample(min(max_rows, len(test)), random_state=seed)
+    proba = model.predict_proba(sample[["text"]])
     classes = [str(c) for c in model.classes_]
-    frame = test[["text", "label"]].assign(prediction=model.predict(test[["text"]]))
+    frame = sample[["text", "label"]].assign(prediction=[classes[i] for i in proba.argmax(1)])
     for i, name in enumerate(classes):
         frame[f"proba.{name}"] = proba[:, i]
     return build_profile(
