@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from loopline.label.lf import labeling_function
@@ -64,3 +66,14 @@ def test_a_broken_lf_is_reported_not_fatal() -> None:
     problem = report["lf_problems"][0]
     assert problem["lf"] == "explodes" and problem["kind"] == "error"
     assert "kaboom" in problem["message"]
+
+
+def test_label_model_labels_agree_with_human_ratings_on_vader_tweets(shared_data: Path) -> None:
+    from loopline.data.ingest import read_vader_ground_truth
+
+    truth = read_vader_ground_truth(shared_data / "sentiment" / "vader" / "tweets_GroundTruth.txt")
+    out, _report = label_texts(truth.drop(columns="label"), LABELS)
+    assert len(out) > 0.9 * len(truth)
+    assert set(out["label_source"]) == {"label_model"}
+    merged = out.merge(truth[["id", "label"]], on="id", suffixes=("", "_human"))
+    assert (merged["label"] == merged["label_human"]).mean() > 0.9
