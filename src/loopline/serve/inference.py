@@ -19,7 +19,7 @@ ONNX (skl2onnx + onnxruntime) was measured and is not used: see the notes at the
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -180,7 +180,7 @@ class LinearTextPredictor:
 
     def __init__(self, vectorizers: list[_Vectorizer], classifier: Any) -> None:
         self.vectorizers = vectorizers
-        self._analyzers = [v.transformer.build_analyzer() for v in vectorizers]
+        self._analyzers = [_feature_indices(v.transformer) for v in vectorizers]
         self._coef_t = classifier.coef_.T
         self._intercept = classifier.intercept_
         self._binary = len(classifier.classes_) <= 2
@@ -237,7 +237,55 @@ class LinearTextPredictor:
         raise AssertionError("unexpected score shape for a binary model")
 
 
-def _tfidf(vectorizer: Any, analyze: Any, docs: Sequence[str]) -> Any:
+class _WordCachedCharNgrams:
+    """Vocabulary indices of a ``char_wb`` vectorizer's n-grams, cached per word.
+
+    ``char_wb`` n-grams never cross a word boundary, so a document's features are the
+    concatenation of its words' features: computing each distinct word once (words repeat
+    heavily across texts) gives exactly the same counts as the analyzer, far cheaper. The
+    cache holds at most ``max_words`` words, so memory stays bounded.
+    """
+
+    def __init__(self, vectorizer: Any, max_words: int = 200_000) -> None:
+        self._decode = vectorizer.decode
+        self._preprocess = vectorizer.build_preprocessor()
+        self._white = vectorizer._white_spaces
+        self._word_ngrams = vectorizer._char_wb_ngrams
+        self._vocabulary = vectorizer.vocabulary_
+        self._cache: dict[str, tuple[int, ...]] = {}
+        self._max_words = max_words
+
+    def __call__(self, doc: str) -> list[int]:
+        text = self._white.sub(" ", self._preprocess(self._decode(doc)))
+        out: list[int] = []
+        for word in text.split():
+            found = self._cache.get(word)
+            if found is None:
+                found = tuple(
+                    i for g in self._word_ngrams(word) if (i := self._vocabulary.get(g)) is not None
+                )
+                if len(self._cache) < self._max_words:
+                    self._cache[word] = found
+            out.extend(found)
+        return out
+
+
+def _feature_indices(vectorizer: Any) -> Callable[[str], Iterable[int]]:
+    """A function giving a document's in-vocabulary feature indices, with repeats."""
+    if vectorizer.analyzer == "char_wb" and callable(getattr(vectorizer, "_char_wb_ngrams", None)):
+        return _WordCachedCharNgrams(vectorizer)
+    analyze = vectorizer.build_analyzer()
+    vocabulary = vectorizer.vocabulary_
+
+    def indices(doc: str) -> Iterable[int]:
+        return (i for f in analyze(doc) if (i := vocabulary.get(f)) is not None)
+
+    return indices
+
+
+def _tfidf(
+    vectorizer: Any, feature_indices: Callable[[str], Iterable[int]], docs: Sequence[str]
+) -> Any:
     """``vectorizer.transform(docs)`` without its input checks (same steps, same order)."""
     from scipy import sparse
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -252,10 +300,8 @@ def _tfidf(vectorizer: Any, analyze: Any, docs: Sequence[str]) -> Any:
     indptr = [0]
     for doc in docs:
         counter: dict[int, int] = {}
-        for feature in analyze(doc):
-            index = vocabulary.get(feature)
-            if index is not None:
-                counter[index] = counter.get(index, 0) + 1
+        for index in feature_indices(doc):
+            counter[index] = counter.get(index, 0) + 1
         indices.extend(counter)
         counts.extend(counter.values())
         indptr.append(len(indices))
