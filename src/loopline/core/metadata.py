@@ -11,7 +11,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -367,6 +367,18 @@ class MetadataStore:
             ).scalar()
         return None if found is None else int(found)
 
+    def dataset_of(self, digest: str) -> tuple[str, int] | None:
+        """The (name, version) recorded for an artifact, if it is a dataset version."""
+        dv = schema.dataset_versions
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(dv.c.name, dv.c.version)
+                .where(dv.c.artifact_hash == digest)
+                .order_by(dv.c.id)
+                .limit(1)
+            ).first()
+        return None if row is None else (str(row.name), int(row.version))
+
     def list_datasets(self, name: str | None = None) -> list[dict[str, Any]]:
         """Dataset versions, newest first."""
         dv = schema.dataset_versions
@@ -599,14 +611,6 @@ class MetadataStore:
                 )
                 frontier.extend(inputs.values())
         return chain
-
-    def artifact_rows(self, hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Stored metadata of the given artifacts."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(schema.artifacts).where(schema.artifacts.c.hash.in_(list(hashes)))
-            )
-            return {r.hash: dict(r._mapping) for r in rows}
 
 
 def _aware(value: datetime) -> datetime:

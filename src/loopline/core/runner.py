@@ -418,12 +418,8 @@ class Runner:
         return RunContext(self.settings, run_id, self.metadata, self.artifacts)
 
     def _artifact_info(self, digest: str) -> ArtifactInfo:
-        dataset = None
-        version = None
-        for row in self.metadata.list_datasets():
-            if row["artifact_hash"] == digest:
-                dataset, version = row["name"], int(row["version"])
-                break
+        found = self.metadata.dataset_of(digest)
+        dataset, version = found if found else (None, None)
         return ArtifactInfo(digest, self.artifacts.uri(digest), dataset, version)
 
     def _emit(

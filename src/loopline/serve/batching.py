@@ -263,11 +263,6 @@ class MicroBatcher:
         # Joining waits for the last after_batch (e.g. the prediction log) to finish.
         await asyncio.to_thread(self._executor.shutdown, True)
 
-    def close_now(self) -> None:
-        """Shut the worker down from any thread, waiting for the running batch (no loop)."""
-        self._shutdown()
-        self._executor.shutdown(wait=True)
-
     def _shutdown(self) -> None:
         if not self._shut_down:
             self._shut_down = True
