@@ -73,6 +73,11 @@ def test_lean_path_gives_the_dataframe_paths_probabilities_for_the_reference_mod
     assert predictor.kind == "linear-text"
     np.testing.assert_array_equal(lean, frame)  # bit for bit, not just close
     np.testing.assert_array_equal(lean, model.predict_proba(pd.DataFrame({"text": texts})))
+    for featureless in ([""], ["", "   "]):  # batches without a single known feature
+        np.testing.assert_array_equal(
+            predictor.predict_proba([featureless]),
+            FramePredictor(loaded).predict_proba([featureless]),
+        )
 
 
 @pytest.mark.parametrize(
