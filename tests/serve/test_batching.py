@@ -21,6 +21,7 @@ from loopline.registry.models import LoadedModel, ModelVersionInfo
 from loopline.serve import start_in_thread
 from loopline.serve.batching import MicroBatcher, QueueFull
 from loopline.serve.inference import (
+    QUICK_TEXT_CHARS,
     FramePredictor,
     LinearTextPredictor,
     TextPipelinePredictor,
@@ -73,6 +74,9 @@ def test_lean_path_gives_the_dataframe_paths_probabilities_for_the_reference_mod
     assert predictor.kind == "linear-text"
     np.testing.assert_array_equal(lean, frame)  # bit for bit, not just close
     np.testing.assert_array_equal(lean, model.predict_proba(pd.DataFrame({"text": texts})))
+    # Small batches are quick enough for the event loop; big ones go to the worker thread.
+    assert predictor.is_quick([texts])
+    assert not predictor.is_quick([["x" * 100] * (QUICK_TEXT_CHARS // 100 + 1)])
     for featureless in ([""], ["", "   "]):  # batches without a single known feature
         np.testing.assert_array_equal(
             predictor.predict_proba([featureless]),
@@ -288,6 +292,58 @@ def test_aclose_answers_everything_queued_and_runs_after_batch() -> None:
 
     assert answers == [[f"R{i}"] for i in range(12)]
     assert sorted(logged) == sorted(f"R{i}" for i in range(12))
+
+
+def test_quick_batches_run_on_the_event_loop_and_others_in_the_worker_thread() -> None:
+    threads: dict[str, int] = {}
+
+    def echo(columns: Sequence[Sequence[str]]) -> list[str]:
+        for text in columns[0]:
+            threads[text] = threading.get_ident()
+        return [text.upper() for text in columns[0]]
+
+    async def scenario() -> int:
+        batcher = MicroBatcher(
+            echo, run_inline=lambda columns: len(columns[0][0]) < 10, max_wait_us=0
+        )
+        short = await batcher.submit([["short"]], 1)
+        long = await batcher.submit([["a much longer text"]], 1)
+        assert (short, long) == (["SHORT"], ["A MUCH LONGER TEXT"])
+        # Concurrent quick requests still share calls, and each gets its own rows.
+        answers = await asyncio.gather(*(batcher.submit([[f"q{i}"]], 1) for i in range(20)))
+        assert answers == [[f"Q{i}"] for i in range(20)]
+        await batcher.aclose()
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(scenario())
+
+    assert threads["short"] == loop_thread
+    assert threads["q7"] == loop_thread
+    assert threads["a much longer text"] != loop_thread
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "inline"])
+def test_a_failing_hook_is_logged_and_later_batches_are_still_answered(
+    inline: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    def failing_hook(batch: list[Any]) -> None:
+        raise ValueError("log sink broke")
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(
+            SlowEcho(),
+            after_batch=failing_hook,
+            run_inline=(lambda columns: True) if inline else None,
+            max_wait_us=0,
+        )
+        for i in range(3):
+            assert await batcher.submit([[f"x{i}"]], 1) == [f"X{i}"]
+        await batcher.aclose()
+
+    asyncio.run(scenario())
+
+    assert caplog.text.count("a batch hook failed") == 3
+    assert "log sink broke" in caplog.text
 
 
 # --- over HTTP -----------------------------------------------------------------------------

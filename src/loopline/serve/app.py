@@ -432,6 +432,14 @@ class _RequestMeta:
     batch: bool  # a list request: each row gets "<request_id>.<index>"
 
 
+@dataclass(frozen=True, slots=True)
+class _PerModel:
+    """What the routes keep for each served model."""
+
+    spec: _InputSpec
+    answered: Any  # its child of the routed-requests counter (labels() costs per request)
+
+
 class PredictionService:
     """The state behind the routes: models and routing, metrics, options, the log."""
 
@@ -447,7 +455,7 @@ class PredictionService:
         self.timeout_s = options["timeout_ms"] / 1000.0
         self.api_keys = [key.encode() for key in options["api_keys"] if key]
         self.router: Router  # set by create_app once the slots exist
-        self.specs: dict[int, _InputSpec] = {}  # id(ServedModel) -> its input spec
+        self.served: dict[int, _PerModel] = {}  # id(ServedModel) -> what the routes need
 
     # -- building a served model (any thread) -------------------------------------------
 
@@ -474,6 +482,8 @@ class PredictionService:
             predict,
             after_batch=self._log_hook(loaded, route),
             on_batch=self.metrics.observe_batch,
+            # A shadow model stays in its thread: its work must never hold up a response.
+            run_inline=predictor.is_quick if route != SHADOW_ROUTE else None,
             max_batch_size=options["max_batch_size"],
             max_wait_us=options["max_wait_us"],
             max_queue=options["max_queue"],
@@ -481,7 +491,10 @@ class PredictionService:
         )
         served = ServedModel(loaded, predictor, batcher, route)
         _freeze_heap()
-        self.specs[id(served)] = _InputSpec.build(list(loaded.input_columns), options["max_items"])
+        self.served[id(served)] = _PerModel(
+            _InputSpec.build(list(loaded.input_columns), options["max_items"]),
+            self.metrics.routed.labels(route, loaded.info.version),
+        )
         self.metrics.model_info.labels(loaded.info.name, loaded.info.version, route).set(1)
         log.info(
             "%s: %s/%s ready (%s inference)",
@@ -494,7 +507,7 @@ class PredictionService:
 
     def on_swap(self, old: ServedModel, new: ServedModel) -> None:
         """Metrics bookkeeping after a hot swap."""
-        self.specs.pop(id(old), None)
+        self.served.pop(id(old), None)
         if (old.name, old.version) != (new.name, new.version):
             self.metrics.model_info.labels(old.name, old.version, old.route).set(0)
         self.metrics.swaps.labels(new.route).inc()
@@ -575,7 +588,8 @@ class PredictionService:
         # From here to submit() there is no await: the request is queued on the model that
         # is current now, and its answer names that model even if a swap follows.
         served = slot.current
-        columns, rows, batch = self.specs[id(served)].parse(body)
+        per_model = self.served[id(served)]
+        columns, rows, batch = per_model.spec.parse(body)
         meta = _RequestMeta(request_id, started, batch)
         try:
             future = served.batcher.submit(columns, rows, meta)
@@ -602,7 +616,7 @@ class PredictionService:
             ) from None
         finally:
             timer.cancel()
-        self.metrics.routed.labels(served.route, served.version).inc()
+        per_model.answered.inc()
         answer: dict[str, Any] = {
             "request_id": request_id,
             "model_name": served.name,
@@ -743,7 +757,7 @@ def create_app(
         service.predict,
         methods=["POST"],
         summary="Predict one item or a batch",
-        openapi_extra=_openapi_request_body(service.specs[id(first)]),
+        openapi_extra=_openapi_request_body(service.served[id(first)].spec),
     )
     if feedback_store is not None:
         add_feedback_route(app, service, feedback_store)

@@ -1,10 +1,12 @@
 """Adaptive micro-batching: concurrent requests share one model call.
 
-A model call has a large fixed cost (~0.3 ms for the sentiment model) and a small cost per
-row, so scoring the rows of many concurrent requests together multiplies throughput. The
-:class:`MicroBatcher` of a model keeps a bounded queue of waiting requests and one worker
-thread that runs the model; the event loop never runs a model, so it keeps accepting
-connections and answering ``/health`` while a batch is scored.
+A model call has a large fixed cost and a small cost per row, so scoring the rows of many
+concurrent requests together multiplies throughput. The :class:`MicroBatcher` of a model
+keeps a bounded queue of waiting requests and one worker thread that runs the model, so the
+event loop keeps accepting connections and answering ``/health`` while a batch is scored.
+Batches that the model declares quick (a few milliseconds at most, see ``run_inline``) are
+scored on the event loop instead: at thousands of requests per second the hand-offs of the
+GIL between the loop and the worker cost more than such a batch.
 
 How a batch forms (all bookkeeping happens on the event loop thread, so it needs no locks):
 
@@ -20,16 +22,20 @@ How a batch forms (all bookkeeping happens on the event loop thread, so it needs
 from __future__ import annotations
 
 import asyncio
+import logging
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["BatchItem", "BatcherClosed", "MicroBatcher", "QueueFull"]
 
 Columns = Sequence[Sequence[str]]
+
+log = logging.getLogger(__name__)
 
 
 class QueueFull(Exception):
@@ -61,11 +67,17 @@ class MicroBatcher:
 
     Args:
         predict: scores a batch given as one sequence per input column; returns one result
-            per row, in order. Runs in the worker thread.
-        after_batch: called in the worker thread with the batch's items (results filled)
+            per row, in order. Runs in the worker thread (or inline, see ``run_inline``).
+        after_batch: called after ``predict`` with the batch's items (results filled),
             *after* their callers were answered, e.g. to write a prediction log; a slow
             ``after_batch`` delays the next batch, never a response.
-        on_batch: called in the worker thread with (rows, seconds) of each model call.
+        on_batch: called after ``predict`` with (rows, seconds) of each model call.
+        run_inline: given a batch's columns, whether to score it on the event loop itself
+            instead of the worker thread. Worth it only for batches that take well under a
+            millisecond: every batch handed to a thread costs GIL hand-offs between it and
+            the event loop, measured at more than such a batch's own work at thousands of
+            requests per second. The callable must bound the time (say, by the size of
+            the input), since the loop serves nothing else meanwhile.
         max_batch_size: most rows in one call (a larger single request goes alone).
         max_wait_us: longest time a request waits at an idle worker for others to join.
         max_queue: most requests waiting; more raise :class:`QueueFull`.
@@ -78,6 +90,7 @@ class MicroBatcher:
         *,
         after_batch: Callable[[list[BatchItem]], None] | None = None,
         on_batch: Callable[[int, float], None] | None = None,
+        run_inline: Callable[[Columns], bool] | None = None,
         max_batch_size: int = 64,
         max_wait_us: int = 1_000,
         max_queue: int = 1_024,
@@ -88,10 +101,15 @@ class MicroBatcher:
         self._predict = predict
         self._after_batch = after_batch
         self._on_batch = on_batch
+        self._run_inline = run_inline
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_us / 1e6
         self.max_queue = max_queue
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"loopline-{name}")
+        self.name = name
+        # A plain thread fed by a SimpleQueue: a ThreadPoolExecutor's per-submit bookkeeping
+        # showed in profiles at thousands of batches per second.
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: deque[BatchItem] = deque()
         self._pending_rows = 0
@@ -193,15 +211,36 @@ class MicroBatcher:
             return
         self._busy = True
         self._target = len(batch)
-        self._executor.submit(self._run, batch, rows)
+        columns = _concat(batch)
+        if self._run_inline is not None and self._run_inline(columns):
+            assert self._loop is not None
+            self._loop.call_soon(self._run_guarded, _Job(batch, rows, columns, inline=True))
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._work, name=f"loopline-{self.name}", daemon=True
+            )
+            self._thread.start()
+        self._jobs.put(_Job(batch, rows, columns, inline=False))
 
-    # -- the worker thread ----------------------------------------------------------------
+    # -- scoring (the worker thread, or the event loop for inline batches) -----------------
 
-    def _run(self, batch: list[BatchItem], rows: int) -> None:
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            self._run_guarded(job)
+
+    def _run_guarded(self, job: _Job) -> None:
+        try:
+            self._run(job)
+        except Exception:  # a failing hook must not stop the worker
+            log.exception("model worker %s: a batch hook failed", self.name)
+
+    def _run(self, job: _Job) -> None:
+        batch, rows = job.batch, job.rows
         started = time.perf_counter()
         error: BaseException | None = None
         try:
-            results = self._predict(_concat(batch))
+            results = self._predict(job.columns)
             if len(results) != rows:
                 raise RuntimeError(f"the model returned {len(results)} results for {rows} rows")
             offset = 0
@@ -210,10 +249,16 @@ class MicroBatcher:
                 offset += item.rows
         except Exception as exc:  # every caller of the batch gets the error
             error = exc
+        seconds = time.perf_counter() - started
+        if job.inline:
+            self._deliver(batch, error)
+        else:
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._deliver, batch, error)
+        # The hooks run after the answers are on their way: a slow or failing hook delays
+        # the next batch at most, never a response.
         if self._on_batch is not None:
-            self._on_batch(rows, time.perf_counter() - started)
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._deliver, batch, error)
+            self._on_batch(rows, seconds)
         if error is None and self._after_batch is not None:
             self._after_batch(batch)
 
@@ -261,12 +306,23 @@ class MicroBatcher:
                 await self._idle.wait()
         self._shutdown()
         # Joining waits for the last after_batch (e.g. the prediction log) to finish.
-        await asyncio.to_thread(self._executor.shutdown, True)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
 
     def _shutdown(self) -> None:
         if not self._shut_down:
             self._shut_down = True
-            self._executor.shutdown(wait=False)
+            self._jobs.put(None)  # the worker exits after the batches queued before this
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """A batch handed to scoring: its items, row count and concatenated input columns."""
+
+    batch: list[BatchItem]
+    rows: int
+    columns: Columns
+    inline: bool  # scored on the event loop, not in the worker thread
 
 
 def _concat(batch: list[BatchItem]) -> Columns:

@@ -48,6 +48,7 @@ from urllib.parse import quote, urlparse
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
@@ -157,8 +158,7 @@ class ParquetSink:
     def _stage(self, model_name: str, records: Sequence[PredictionRecord]) -> tuple[Path, Path]:
         """Write ``records`` to a hidden temp file; return it with its final name."""
         table = records_to_table(records)
-        newest = table.column("ts").to_pylist()
-        stamp = max((t for t in newest if t is not None), default=datetime.now(UTC))
+        stamp = pc.max(table.column("ts")).as_py() or datetime.now(UTC)
         folder = self.folder / model_folder_name(model_name)
         folder.mkdir(parents=True, exist_ok=True)
         final = folder / (
