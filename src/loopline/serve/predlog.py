@@ -887,8 +887,12 @@ def _expand_json(texts: list[str], prefix: str) -> pd.DataFrame:
 
     records = [_loads(text) for text in texts]
     frame = pd.DataFrame.from_records(records, index=range(len(records)))
-    for name in frame.select_dtypes(include="object").columns:
-        if frame[name].map(lambda v: isinstance(v, dict | list)).any():
+    for name in frame.columns:
+        # Only object columns can hold dicts/lists (pandas 3 gives text its own dtype).
+        if (
+            frame[name].dtype == object
+            and frame[name].map(lambda v: isinstance(v, dict | list)).any()
+        ):
             # Nested values as JSON text, as the Parquet sink stores them: columns stay flat.
             frame[name] = frame[name].map(lambda v: _json(v) if isinstance(v, dict | list) else v)
     return frame.add_prefix(prefix)
