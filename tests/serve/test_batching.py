@@ -105,8 +105,20 @@ def test_lean_path_gives_the_dataframe_paths_probabilities_for_the_reference_mod
             2,
             "text-pipeline",
         ),
+        (
+            # Each vectorizer keeps its own weighting: counts, binary l2, sublinear l1, none.
+            [
+                ("count", CountVectorizer(), "text"),
+                ("binary", TfidfVectorizer(binary=True, use_idf=False), "text"),
+                ("l1", TfidfVectorizer(analyzer="char_wb", sublinear_tf=True, norm="l1"), "text"),
+                ("raw", TfidfVectorizer(analyzer="char", ngram_range=(1, 2), norm=None), "text"),
+            ],
+            LogisticRegression(max_iter=500),
+            3,
+            "linear-text",
+        ),
     ],
-    ids=["count-multiclass", "tfidf-l1", "other-classifier"],
+    ids=["count-multiclass", "tfidf-l1", "other-classifier", "mixed-vectorizers"],
 )
 def test_each_lean_variant_matches_the_pipeline(
     features: list[Any], classifier: Any, classes: int, kind: str

@@ -73,11 +73,11 @@ class MicroBatcher:
             ``after_batch`` delays the next batch, never a response.
         on_batch: called after ``predict`` with (rows, seconds) of each model call.
         run_inline: given a batch's columns, whether to score it on the event loop itself
-            instead of the worker thread. Worth it only for batches that take well under a
-            millisecond: every batch handed to a thread costs GIL hand-offs between it and
-            the event loop, measured at more than such a batch's own work at thousands of
-            requests per second. The callable must bound the time (say, by the size of
-            the input), since the loop serves nothing else meanwhile.
+            instead of the worker thread. Worth it only for batches of a couple of
+            milliseconds at most: every batch handed to a thread costs GIL hand-offs
+            between it and the event loop, measured at more than such a batch's own work at
+            thousands of requests per second. The callable must bound the time (say, by
+            the size of the input), since the loop serves nothing else meanwhile.
         max_batch_size: most rows in one call (a larger single request goes alone).
         max_wait_us: longest time a request waits at an idle worker for others to join.
         max_queue: most requests waiting; more raise :class:`QueueFull`.
