@@ -475,4 +475,5 @@ def _same_output(
 #   not faithful: probabilities differ from scikit-learn by up to 0.096 on 500 tweets
 #   (ONNX tokenizes differently);
 # - and it is slower where serving spends its time: 89 vs 261 us/row at batch size 1, but
-#   203 vs 12 us/row at 16 and 254 vs 32 us/row at 64 against LinearTextPredictor.
+#   203 vs 12 us/row at 16 and 254 vs 32 us/row at 64 against LinearTextPredictor (measured
+#   before it counted n-grams batch-wide in numpy, which made it faster still).
