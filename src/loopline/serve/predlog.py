@@ -528,6 +528,9 @@ class PredictionLogger:
     # -- the writer thread ---------------------------------------------------------------------
     def _run(self) -> None:
         try:
+            # pyarrow loads its time zone data on the first tz-aware timestamp (~0.15 s, GIL
+            # held): pay that now rather than in the first flush under load.
+            pa.array([datetime.now(UTC)], _TS_TYPE)
             self._write_loop()
         except Exception:  # a bug here must not go unnoticed; log() keeps working regardless
             _log.exception("prediction log %s: the writer thread crashed", self._where)
