@@ -77,13 +77,13 @@ class FramePredictor:
 
     kind = "dataframe"
 
-    def is_quick(self, columns: Columns) -> bool:
-        """Never assumed: the model's cost is unknown."""
-        return False
-
     def __init__(self, loaded: LoadedModel) -> None:
         self._loaded = loaded
         self._columns = list(loaded.input_columns)
+
+    def is_quick(self, columns: Columns) -> bool:
+        """Never assumed: the model's cost is unknown."""
+        return False
 
     def predict_proba(self, columns: Columns) -> np.ndarray:
         """Build the frame column by column (no per-row dicts) and score it."""
@@ -110,10 +110,6 @@ class TextPipelinePredictor:
     """
 
     kind = "text-pipeline"
-
-    def is_quick(self, columns: Columns) -> bool:
-        """Never assumed: the steps after the vectorizers may cost anything."""
-        return False
 
     def __init__(
         self, vectorizers: list[_Vectorizer], sparse_output: bool, steps: list[Any]
@@ -160,6 +156,10 @@ class TextPipelinePredictor:
         if not all(hasattr(step, "transform") for step in steps[:-1]):
             return None
         return cls(vectorizers, bool(features.sparse_output_), steps)
+
+    def is_quick(self, columns: Columns) -> bool:
+        """Never assumed: the steps after the vectorizers may cost anything."""
+        return False
 
     def predict_proba(self, columns: Columns) -> np.ndarray:
         """Vectorize each column's strings, stack like the ColumnTransformer, then classify."""
