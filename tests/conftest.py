@@ -54,7 +54,9 @@ def postgres_url() -> Iterator[str]:
     sa = pytest.importorskip("sqlalchemy")
     base = os.environ.get("LOOPLINE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
     name = f"loopline_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    from loopline.core.dburl import sqlalchemy_url
+
+    admin = sa.create_engine(sqlalchemy_url(base), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))

@@ -74,7 +74,8 @@ class Settings(BaseSettings):
     @field_validator("metadata_url")
     @classmethod
     def _known_database(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("sqlite:", "postgresql")):
+        # postgresql://, postgresql+<driver>:// and the postgres:// alias (see core/dburl.py).
+        if value is not None and not value.startswith(("sqlite:", "postgresql", "postgres:")):
             raise ValueError(f"expected a sqlite:/// or postgresql:// URL, found {value!r}")
         return value
 

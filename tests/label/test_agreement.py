@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -192,3 +194,86 @@ def test_vader_loader_reports_the_bad_line(tmp_path: Path) -> None:
         load_vader_ratings(path)
     with pytest.raises(DataError, match="not found"):
         load_vader_ratings(tmp_path / "missing.txt")
+
+
+def _old_cohen_kappa(rater_a: list[Any], rater_b: list[Any], weights: str | None) -> float:
+    """The hand-written kappa Loopline used before scikit-learn: the oracle for equality."""
+
+    def missing(v: Any) -> bool:
+        return v is None or (isinstance(v, float) and np.isnan(v))
+
+    def key(v: Any) -> tuple[int, Any]:
+        return (0, v) if isinstance(v, int | float) else (1, str(v))
+
+    pairs = [
+        (a, b) for a, b in zip(rater_a, rater_b, strict=True) if not (missing(a) or missing(b))
+    ]
+    if not pairs:
+        return float("nan")
+    categories = sorted({v for pair in pairs for v in pair}, key=key)
+    index = {value: i for i, value in enumerate(categories)}
+    size = len(categories)
+    confusion = np.zeros((size, size))
+    for a, b in pairs:
+        confusion[index[a], index[b]] += 1
+    if weights is None:
+        weight = 1.0 - np.eye(size)
+    else:
+        grid = np.abs(np.subtract.outer(np.arange(size), np.arange(size))).astype(float)
+        weight = grid if weights == "linear" else grid**2
+    expected = np.outer(confusion.sum(axis=1), confusion.sum(axis=0)) / confusion.sum()
+    disagreement_expected = float((weight * expected).sum())
+    if disagreement_expected == 0:
+        return float("nan")
+    return 1.0 - float((weight * confusion).sum()) / disagreement_expected
+
+
+def _random_ratings(rng: np.random.Generator, kind: str) -> tuple[list[Any], list[Any]]:
+    n = int(rng.integers(1, 80))
+    pools: dict[str, list[Any]] = {
+        "ints": [-2, -1, 0, 1, 2, 3, 10, 11],
+        "strings": ["neg", "neu", "pos", "spam"],
+        "mixed": [0, 1, 2.5, "a", "b", "10"],
+    }
+    pool = pools[kind][: int(rng.integers(2, len(pools[kind]) + 1))]
+    first = [pool[i] for i in rng.integers(0, len(pool), n)]
+    second = [a if rng.random() < 0.5 else pool[int(rng.integers(0, len(pool)))] for a in first]
+    for ratings in (first, second):  # gaps: None and NaN
+        for i in np.flatnonzero(rng.random(n) < 0.1):
+            ratings[i] = None if rng.random() < 0.5 else float("nan")
+    return first, second
+
+
+@pytest.mark.parametrize("weights", [None, "linear", "quadratic"])
+@pytest.mark.parametrize("kind", ["ints", "strings", "mixed"])
+def test_cohen_kappa_equals_the_former_formula(weights: str | None, kind: str) -> None:
+    rng = np.random.default_rng([("ints", "strings", "mixed").index(kind), len(weights or "")])
+    for _ in range(40):
+        first, second = _random_ratings(rng, kind)
+        expected = _old_cohen_kappa(first, second, weights)
+        got = cohen_kappa(first, second, weights)  # type: ignore[arg-type]
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+@pytest.mark.parametrize("weights", [None, "linear", "quadratic"])
+def test_cohen_kappa_undefined_and_extreme_cases_equal_the_former_formula(
+    weights: str | None,
+) -> None:
+    cases: list[tuple[list[Any], list[Any]]] = [
+        ([], []),  # no items
+        ([None, "a"], ["b", None]),  # no complete pair
+        (["a", "a", "a"], ["a", "a", "a"]),  # one category: chance agreement is 1
+        ([3, 3, None], [3, 3, 1]),  # one category once the gap is dropped
+        (["a", "a"], ["b", "b"]),  # disjoint labels
+        ([1, 2, 3, 1], [1, 2, 3, 1]),  # perfect agreement
+        ([1, 2, 1, 2], [2, 1, 2, 1]),  # perfect disagreement
+        ([1, "x", 2.0, "x"], [1.0, "x", 2, 1]),  # 1 == 1.0 is one label, as before
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's undefined-metric warnings never show
+        for first, second in cases:
+            got = cohen_kappa(first, second, weights)  # type: ignore[arg-type]
+            expected = _old_cohen_kappa(first, second, weights)
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, equal_nan=True)
+    assert math.isnan(cohen_kappa(["a", "a"], ["a", "a"], weights))  # type: ignore[arg-type]
+    assert cohen_kappa([1, 2, 3, 1], [1, 2, 3, 1], weights) == 1.0  # type: ignore[arg-type]

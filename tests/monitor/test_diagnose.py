@@ -24,17 +24,23 @@ import sqlalchemy as sa
 import typer
 from typer.testing import CliRunner
 
+from loopline.cli.monitor import monitor_app
 from loopline.config import Settings, load_settings
 from loopline.core import schema
 from loopline.core.artifacts import ArtifactStore
+from loopline.core.feedback import record_feedback
 from loopline.core.metadata import MetadataStore
-from loopline.errors import LooplineError
-from loopline.monitor.cli import monitor_app
-from loopline.monitor.diagnose import diagnose, diagnose_data
+from loopline.core.predlog import ParquetSink, PredictionRecord
+from loopline.errors import ConfigError, LooplineError
+from loopline.monitor.diagnose import (
+    DiagnoseThresholds,
+    diagnose,
+    diagnose_data,
+    diagnose_thresholds,
+)
 from loopline.monitor.profile import build_profile
 from loopline.monitor.report import load_monitor_data
-from loopline.serve.feedback import record_feedback
-from loopline.serve.predlog import ParquetSink, PredictionRecord
+from loopline.orchestrate.rules import load_monitoring
 
 MODEL = "fraud"
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
@@ -328,6 +334,48 @@ def test_diagnose_cli_json_and_errors(project: Path) -> None:
     bad = CliRunner().invoke(app, ["-C", str(project), "monitor", "diagnose", MODEL, "-w", "x"])
     assert isinstance(bad.exception, LooplineError)
     assert settings.project_root == project.resolve()
+
+
+def test_thresholds_in_loopline_yaml_change_the_verdict(project: Path) -> None:
+    settings = build_project(project, concept_shift)
+    default = diagnose(MODEL, settings, window="1D")
+    assert (default.cause, default.recommendation) == ("concept_drift", "retrain")
+    fall = default.performance["baseline"] - default.performance["recent"]
+    assert 0.1 < fall < 0.5  # accuracy fell about 0.34: below a 0.5 threshold
+
+    (project / "loopline.yaml").write_text(
+        "monitoring:\n  diagnose:\n    metric_drop: 0.5\n    min_labels: 30\n"
+    )
+    tolerant = load_settings(project)
+    assert diagnose_thresholds(tolerant).metric_drop == 0.5
+    load_monitoring(tolerant)  # the alert rules' loader accepts the diagnose section
+    result = diagnose(MODEL, tolerant, window="1D")
+
+    assert result.performance["dropped"] is False
+    assert (result.cause, result.recommendation) == ("none", "none")
+    assert result.stage("concept_drift")[0].severity != "problem"
+    # An explicit argument wins over the settings.
+    again = diagnose(MODEL, tolerant, window="1D", thresholds=DiagnoseThresholds())
+    assert (again.cause, again.recommendation) == ("concept_drift", "retrain")
+
+
+def test_diagnose_thresholds_defaults_and_bad_settings(project: Path) -> None:
+    assert diagnose_thresholds(load_settings(project)) == DiagnoseThresholds()
+    assert DiagnoseThresholds().min_labels == 30 and DiagnoseThresholds().slice_drop == 0.1
+
+    typo = load_settings(project, monitoring={"diagnose": {"min_label": 10}})
+    with pytest.raises(ConfigError, match="unknown key 'min_label'") as info:
+        diagnose_thresholds(typo)
+    assert "min_labels" in (info.value.hint or "") and "slice_drop" in (info.value.hint or "")
+    with pytest.raises(ConfigError, match="unknown key 'min_label'"):
+        diagnose(MODEL, typo, window="1D")  # before any data is read
+
+    out_of_range = load_settings(project, monitoring={"diagnose": {"slice_drop": 2}})
+    with pytest.raises(ConfigError, match=r"slice_drop: .*\(found 2\)"):
+        diagnose_thresholds(out_of_range)
+    not_a_mapping = load_settings(project, monitoring={"diagnose": [0.1]})
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        diagnose_thresholds(not_a_mapping)
 
 
 def _cli() -> typer.Typer:

@@ -279,3 +279,48 @@ def test_sentiment_text_drift_is_flagged_for_the_rest_of_the_stream() -> None:
         text = report["text"]
         assert text.drifted and text.js_distance is not None and text.js_distance >= 0.05
         assert report.label_drift
+
+
+def _textbook_bh(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg step-up written out: q_(i) = min_{j >= i} p_(j) * m / j, capped at 1."""
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    q = [0.0] * m
+    running = 1.0
+    for rank in range(m, 0, -1):  # from the largest p-value down
+        i = order[rank - 1]
+        running = min(running, p[i] * m / rank)
+        q[i] = running
+    return np.array(q, dtype=float)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_benjamini_hochberg_matches_the_textbook_step_up(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 60))
+    p = rng.random(n) ** 3  # many small p-values, as in a drifted report
+    # Ties, exact zeros and exact ones.
+    p[rng.random(n) < 0.2] = 0.0
+    p[rng.random(n) < 0.15] = 1.0
+    if n > 3:
+        p[1] = p[2] = p[3]
+    p = np.round(p, 3)  # more ties
+    np.testing.assert_allclose(adjust_p_values(p, "bh"), _textbook_bh(p), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(adjust_p_values(p), _textbook_bh(p), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(
+        adjust_p_values(p, "bonferroni"), np.minimum(p * n, 1.0), rtol=1e-12, atol=0
+    )
+    np.testing.assert_array_equal(adjust_p_values(p, "none"), p)
+
+
+def test_benjamini_hochberg_edge_inputs() -> None:
+    empty = np.array([], dtype=float)
+    for method in ("bh", "bonferroni", "none"):
+        assert adjust_p_values(empty, method).shape == (0,)
+    np.testing.assert_allclose(adjust_p_values(np.array([0.03]), "bh"), [0.03], rtol=1e-12)
+    np.testing.assert_allclose(adjust_p_values(np.zeros(4), "bh"), np.zeros(4), rtol=1e-12)
+    np.testing.assert_allclose(adjust_p_values(np.ones(4), "bh"), np.ones(4), rtol=1e-12)
+    # A missing test result stays missing and is not counted among the tests corrected.
+    q = adjust_p_values(np.array([0.01, np.nan, 0.04]), "bh")
+    assert np.isnan(q[1])
+    np.testing.assert_allclose(q[[0, 2]], _textbook_bh(np.array([0.01, 0.04])), rtol=1e-12)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,108 @@ def test_every_schedule_and_bad_expressions() -> None:
     for bad in ("0 3 * *", "61 * * * *", "@every soon", "x * * * *"):
         with pytest.raises(ConfigError, match="cannot read the schedule"):
             Schedule(bad)
+
+
+def _utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+# Next fire times after START, as the hand-written parser before croniter computed them
+# (a minute-by-minute scan of its field sets; day of month AND weekday when both are set).
+START = datetime(2027, 12, 30, 22, 10, 30, tzinfo=UTC)  # a Thursday
+NEXT_FIRE_TIMES = {
+    "0 3 * * *": ["2027-12-31 03:00", "2028-01-01 03:00", "2028-01-02 03:00"],
+    "*/15 * * * *": ["2027-12-30 22:15", "2027-12-30 22:30", "2027-12-30 22:45"],
+    "0 9 * * 1-5": ["2027-12-31 09:00", "2028-01-03 09:00", "2028-01-04 09:00"],  # Fri, Mon
+    "30 8-17/3 * * *": ["2027-12-31 08:30", "2027-12-31 11:30", "2027-12-31 14:30"],
+    "0,30 6,18 * * *": ["2027-12-31 06:00", "2027-12-31 06:30", "2027-12-31 18:00"],
+    "5-10/2 * * * *": ["2027-12-30 23:05", "2027-12-30 23:07", "2027-12-30 23:09"],
+    "0 0 1 * *": ["2028-01-01 00:00", "2028-02-01 00:00", "2028-03-01 00:00"],
+    "0 0 31 * *": ["2027-12-31 00:00", "2028-01-31 00:00", "2028-03-31 00:00"],  # no Feb
+    "59 23 28-31 * *": ["2027-12-30 23:59", "2027-12-31 23:59", "2028-01-28 23:59"],
+    "0 0 29 2 *": ["2028-02-29 00:00", "2032-02-29 00:00", "2036-02-29 00:00"],
+    "15 10 * 1-3 0": ["2028-01-02 10:15", "2028-01-09 10:15", "2028-01-16 10:15"],  # Sundays
+    "0 12 13 * 5": ["2028-10-13 12:00", "2029-04-13 12:00", "2029-07-13 12:00"],  # Fri 13th
+    "0 0 * * 0,6": ["2028-01-01 00:00", "2028-01-02 00:00", "2028-01-08 00:00"],
+    "0 0 1 */4 *": ["2028-01-01 00:00", "2028-05-01 00:00", "2028-09-01 00:00"],
+}
+
+
+@pytest.mark.parametrize("expression", sorted(NEXT_FIRE_TIMES))
+def test_cron_next_fire_times_are_unchanged_and_croniters(expression: str) -> None:
+    from croniter import croniter
+
+    schedule = Schedule(expression)
+    expected = [_utc(text) for text in NEXT_FIRE_TIMES[expression]]
+    ours, theirs, when = [], [], START
+    it = croniter(expression, START, day_or=False)
+    for _ in expected:
+        when = schedule.next_run(when)
+        ours.append(when)
+        theirs.append(it.get_next(datetime))
+    assert ours == expected
+    assert theirs == expected
+    for fire in expected:  # due in that minute, once
+        assert schedule.due(None, fire)
+        assert schedule.due(None, fire.replace(second=59))
+        assert not schedule.due(fire, fire.replace(second=30))
+    assert not schedule.due(None, START)  # 22:10 fires for none of them
+
+
+def test_cron_names_and_sunday_seven_read_like_numbers() -> None:
+    pairs = [
+        ("0 9 * * mon-fri", "0 9 * * 1-5"),
+        ("0 0 1 jan,jul *", "0 0 1 1,7 *"),
+        ("0 0 * * 7", "0 0 * * 0"),
+        ("0 0 * * SUN", "0 0 * * 0"),
+    ]
+    for named, numeric in pairs:
+        a, b, when_a, when_b = Schedule(named), Schedule(numeric), START, START
+        for _ in range(5):
+            when_a, when_b = a.next_run(when_a), b.next_run(when_b)
+            assert when_a == when_b
+
+
+def test_cron_ranges_with_equal_bounds_are_one_value() -> None:
+    # croniter alone reads "5-5" as the whole cycle; cron (and Loopline before it) as 5.
+    for odd, plain in (("5-5 3-3 * * *", "5 3 * * *"), ("0 0 * * sat-SAT", "0 0 * * 6")):
+        a, b, when_a, when_b = Schedule(odd), Schedule(plain), START, START
+        for _ in range(3):
+            when_a, when_b = a.next_run(when_a), b.next_run(when_b)
+            assert when_a == when_b
+    assert Schedule("5-5 3-3 * * *").next_run(START) == _utc("2027-12-31 03:05")
+    assert Schedule("59/15 * * * *").next_run(START) == _utc("2027-12-30 22:59")
+
+
+def test_every_schedule_next_run() -> None:
+    assert Schedule("@every 6h").next_run(START) == START + timedelta(hours=6)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "0 3 * *",  # four fields
+        "0 3 * * * *",  # croniter's seconds field is not ours
+        "61 * * * *",
+        "0 24 * * *",
+        "0 0 0 * *",
+        "0 0 * 13 *",
+        "0 0 * * 8",
+        "*/0 * * * *",
+        "*/x * * * *",
+        "1,,2 * * * *",
+        "x * * * *",
+        "0 0 30 2 *",  # a day February never has: it would never fire
+        "0 0 31 4,6 *",
+        "@daily",
+        "@every soon",
+    ],
+)
+def test_invalid_schedules_fail_clearly(bad: str) -> None:
+    with pytest.raises(ConfigError, match="cannot read the schedule") as info:
+        Schedule(bad)
+    assert "five cron fields" in (info.value.hint or "")
 
 
 def _watcher(

@@ -161,7 +161,9 @@ def cohen_kappa(
     """Cohen's kappa of two annotators over the items both rated (pairs with a gap are dropped).
 
     ``weights`` gives the weighted kappa for ordered labels (as in scikit-learn, the labels'
-    sorted order is their scale). NaN when undefined (no pairs, or chance agreement is 1).
+    sorted order is their scale; numbers sort before strings). NaN when undefined (no pairs,
+    or chance agreement is 1, i.e. both annotators used one and the same label throughout).
+    The statistic is scikit-learn's ``cohen_kappa_score``.
     """
     if len(rater_a) != len(rater_b):
         raise ValueError(
@@ -172,24 +174,21 @@ def cohen_kappa(
         for a, b in zip(rater_a, rater_b, strict=True)
         if not (_is_missing(a) or _is_missing(b))
     ]
-    if not pairs:
-        return float("nan")
     categories = sorted({v for pair in pairs for v in pair}, key=_sort_key)
-    index = {value: i for i, value in enumerate(categories)}
-    confusion = np.zeros((len(categories), len(categories)))
-    for a, b in pairs:
-        confusion[index[a], index[b]] += 1
-    size = len(categories)
-    if weights is None:
-        weight = 1.0 - np.eye(size)
-    else:
-        grid = np.abs(np.subtract.outer(np.arange(size), np.arange(size))).astype(float)
-        weight = grid if weights == "linear" else grid**2
-    expected = np.outer(confusion.sum(axis=1), confusion.sum(axis=0)) / confusion.sum()
-    disagreement_expected = float((weight * expected).sum())
-    if disagreement_expected == 0:
+    if len(categories) < 2:
+        # No pairs, or a single label: chance agreement is 1 and kappa is 0/0. (With two or
+        # more labels some expected pair disagrees, so the denominator below is positive.)
         return float("nan")
-    return 1.0 - float((weight * confusion).sum()) / disagreement_expected
+    from sklearn.metrics import cohen_kappa_score
+
+    # Integer codes in the sorted order: the weights follow it, and mixed label types
+    # (numbers and strings) never reach scikit-learn's own label sorting.
+    index = {value: i for i, value in enumerate(categories)}
+    codes_a = [index[a] for a, _ in pairs]
+    codes_b = [index[b] for _, b in pairs]
+    return float(
+        cohen_kappa_score(codes_a, codes_b, labels=list(range(len(categories))), weights=weights)
+    )
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:

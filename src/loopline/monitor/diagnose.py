@@ -14,6 +14,9 @@
 
 It then recommends ``fix_pipeline``, ``rollback``, ``retrain`` or ``none``, with the
 evidence. :class:`Diagnosis` is JSON-able (``to_dict``) and prints itself with rich.
+
+The thresholds of every check are :class:`DiagnoseThresholds`, read from
+``monitoring: {diagnose: {...}}`` in ``loopline.yaml`` (see :func:`diagnose_thresholds`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from loopline.errors import ConfigError
 from loopline.monitor.performance import (
     LABEL,
     PREDICTION,
@@ -60,12 +65,14 @@ if TYPE_CHECKING:
     from loopline.monitor.profile import Profile
 
 __all__ = [
+    "DiagnoseThresholds",
     "Diagnosis",
     "Finding",
     "concept_drift_findings",
     "data_drift_findings",
     "diagnose",
     "diagnose_data",
+    "diagnose_thresholds",
     "instrumentation_findings",
     "slice_changes",
     "version_findings",
@@ -74,14 +81,131 @@ __all__ = [
 Stage = Literal["instrumentation", "data_drift", "concept_drift", "model_version"]
 Severity = Literal["info", "warning", "problem"]
 
-# A missing rate this much above the reference is a broken feed, not a drifting population.
-_MISSING_JUMP = 0.2
-# Share of values of a numeric column that fail to parse before the type counts as changed.
-_INVALID_SHARE = 0.01
-# Feature-to-label relation change (mean total-variation distance) that counts as moved.
-_RELATION_CHANGE = 0.15
-_SLICE_DROP = 0.1
-_MIN_LABELS = 30
+
+class DiagnoseThresholds(BaseModel):
+    """The thresholds of :func:`diagnose`, from ``monitoring.diagnose`` in ``loopline.yaml``.
+
+    Shares and rates are fractions (0.2 = 20 %); metric drops are in the metric's own
+    units (accuracy 0.05 = 5 points). Unknown keys are rejected.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    missing_jump: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Instrumentation: an input whose missing rate in a window exceeds the "
+        "reference's by at least this much (fraction of rows) went missing: a broken feed, "
+        "not a drifting population.",
+    )
+    invalid_share: float = Field(
+        default=0.01,
+        gt=0,
+        le=1,
+        description="Instrumentation: a numeric input whose present values in a window are "
+        "not numbers at least this often (fraction of values) changed type.",
+    )
+    probability_tolerance: float = Field(
+        default=0.01,
+        ge=0,
+        description="Instrumentation: logged class probabilities whose sum is further than "
+        "this from 1 are invalid (absolute probability).",
+    )
+    gap_share: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Instrumentation: a window with fewer predictions than this fraction of "
+        "the median window is a gap in the log.",
+    )
+    gap_min_traffic: int = Field(
+        default=20,
+        ge=0,
+        description="Instrumentation: below this median number of predictions per window "
+        "traffic is sparse and gaps are not reported (predictions per window).",
+    )
+    foreign_label_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Instrumentation: feedback labels that are none of the model's classes "
+        "are a problem above this share of the labels (fraction), a warning below it.",
+    )
+    min_labels: int = Field(
+        default=30,
+        ge=1,
+        description="Labelled predictions needed before a window, a slice or a model version "
+        "is judged (count).",
+    )
+    metric_drop: float = Field(
+        default=0.05,
+        ge=0,
+        description="Concept drift: the smallest fall of the metric below its baseline that "
+        "counts, in metric units; a window must also fall by two standard errors.",
+    )
+    max_input_drift: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Concept drift: above this share of drifted input features (fraction) a "
+        "window's fall is blamed on data drift, not on concept drift.",
+    )
+    relation_change: float = Field(
+        default=0.15,
+        ge=0,
+        le=1,
+        description="Concept drift: a feature-to-label relation moved when the label "
+        "distribution given the feature changed by this mean total-variation distance (0-1).",
+    )
+    slice_drop: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Concept drift: a slice whose accuracy fell by at least this much "
+        "(fraction, 0.1 = 10 points) between the baseline and the recent period is reported.",
+    )
+    version_drop: float = Field(
+        default=0.05,
+        ge=0,
+        description="Model versions: a new version is worse than the previous one when its "
+        "metric is lower by more than this (metric units) and by more than two standard "
+        "errors.",
+    )
+
+
+_DEFAULT_THRESHOLDS = DiagnoseThresholds()
+
+
+def diagnose_thresholds(settings: Settings) -> DiagnoseThresholds:
+    """The :class:`DiagnoseThresholds` in ``settings.monitoring["diagnose"]`` (defaults if absent).
+
+    Raises:
+        ConfigError: the section is not a mapping, has an unknown key, or a bad value; the
+            message names the key and the hint lists the allowed ones.
+    """
+    section = (settings.monitoring or {}).get("diagnose")
+    allowed = ", ".join(DiagnoseThresholds.model_fields)
+    hint = f"monitoring.diagnose takes {allowed} (see DiagnoseThresholds for each meaning)"
+    if section is None:
+        return _DEFAULT_THRESHOLDS
+    if not isinstance(section, dict):
+        raise ConfigError(
+            f"monitoring.diagnose must be a mapping of thresholds, found {section!r}", hint=hint
+        )
+    try:
+        return DiagnoseThresholds.model_validate(section)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(str(p) for p in error["loc"])
+            if error["type"] == "extra_forbidden":
+                problems.append(f"unknown key {key!r}")
+            else:
+                problems.append(f"{key}: {error['msg']} (found {error['input']!r})")
+        raise ConfigError(
+            f"invalid monitoring.diagnose settings: {'; '.join(problems)}", hint=hint
+        ) from None
 
 
 @dataclass
@@ -165,6 +289,7 @@ def diagnose(
     until: str | datetime | None = None,
     version: str | None = None,
     metric: str = "accuracy",
+    thresholds: DiagnoseThresholds | None = None,
 ) -> Diagnosis:
     """Explain a performance change of ``model_name`` from its log, feedback and profile.
 
@@ -174,20 +299,33 @@ def diagnose(
         version: the version whose reference profile to use (default: the newest served).
         metric: the performance metric to follow (``accuracy``, ``macro_f1``, ``precision``,
             ``recall``).
+        thresholds: the thresholds of the checks; default: ``monitoring.diagnose`` of the
+            project settings (see :func:`diagnose_thresholds`), else the defaults.
 
     Raises:
+        ConfigError: invalid ``monitoring.diagnose`` settings.
         LooplineError: nothing logged in the period, or a bad window/period.
     """
     spec = parse_window(window)
+    if thresholds is None:
+        thresholds = diagnose_thresholds(settings)
     data = load_monitor_data(model_name, settings, since=since, until=until, version=version)
-    return diagnose_data(data, spec, metric=metric)
+    return diagnose_data(data, spec, metric=metric, thresholds=thresholds)
 
 
 def diagnose_data(
-    data: MonitorData, window: str | int | WindowSpec = "1D", *, metric: str = "accuracy"
+    data: MonitorData,
+    window: str | int | WindowSpec = "1D",
+    *,
+    metric: str = "accuracy",
+    thresholds: DiagnoseThresholds | None = None,
 ) -> Diagnosis:
-    """:func:`diagnose` on already loaded data (tests and notebooks use this)."""
+    """:func:`diagnose` on already loaded data (tests and notebooks use this).
+
+    ``thresholds`` default to :class:`DiagnoseThresholds`' defaults (no settings here).
+    """
     spec = parse_window(window)
+    limits = thresholds or _DEFAULT_THRESHOLDS
     frame = data.frame
     profile, reference = data.profile, data.reference_note
     findings: list[Finding] = []
@@ -203,7 +341,9 @@ def diagnose_data(
         )
     windows = drift_over_windows(profile, frame, spec)
     perf = windowed_performance(frame, spec, unmatched_feedback=data.unmatched_feedback)
-    findings += instrumentation_findings(frame, profile, windows, spec, data.unmatched_feedback)
+    findings += instrumentation_findings(
+        frame, profile, windows, spec, data.unmatched_feedback, thresholds=limits
+    )
     broken = {f.column for f in findings if f.severity == "problem" and f.column}
     findings += data_drift_findings(windows, skip=broken)
     signal = detect_concept_drift(
@@ -211,11 +351,16 @@ def diagnose_data(
         input_drift={w.key: w.share_drifted for w in windows if w.share_drifted is not None},
         reference=_reference_metrics(profile),
         metric=metric,
+        min_drop=limits.metric_drop,
+        min_labels=limits.min_labels,
+        max_input_drift=limits.max_input_drift,
     )
     drifted = any(f.severity == "problem" for f in findings if f.stage == "data_drift")
-    findings += concept_drift_findings(frame, profile, perf, signal, inputs_drifted=drifted)
-    findings += version_findings(perf, data.versions, metric)
-    return _conclude(data, spec, reference, perf, signal, findings)
+    findings += concept_drift_findings(
+        frame, profile, perf, signal, inputs_drifted=drifted, thresholds=limits
+    )
+    findings += version_findings(perf, data.versions, metric, thresholds=limits)
+    return _conclude(data, spec, reference, perf, signal, findings, limits)
 
 
 def _reference_metrics(profile: Profile) -> dict[str, Any] | None:
@@ -232,15 +377,18 @@ def instrumentation_findings(
     windows: Sequence[WindowDrift],
     spec: WindowSpec,
     unmatched_feedback: int = 0,
+    *,
+    thresholds: DiagnoseThresholds | None = None,
 ) -> list[Finding]:
     """Schema changes, missing/invalid values, prediction sanity, log gaps, feedback."""
+    limits = thresholds or _DEFAULT_THRESHOLDS
     live = served(frame)
     parts = [w for w in iter_windows(live, spec) if not w.frame.empty]
     findings = _schema_findings(live, profile, parts)
-    findings += _value_findings(live, profile, parts)
-    findings += _prediction_findings(live)
-    findings += _gap_findings(windows, spec)
-    findings += _feedback_findings(live, unmatched_feedback)
+    findings += _value_findings(live, profile, parts, limits)
+    findings += _prediction_findings(live, limits)
+    findings += _gap_findings(windows, spec, limits)
+    findings += _feedback_findings(live, unmatched_feedback, limits)
     return findings
 
 
@@ -288,7 +436,7 @@ def _schema_findings(
 
 
 def _value_findings(
-    frame: pd.DataFrame, profile: Profile, parts: Sequence[Window]
+    frame: pd.DataFrame, profile: Profile, parts: Sequence[Window], limits: DiagnoseThresholds
 ) -> list[Finding]:
     """Per window: missing-rate jumps, and values of numeric inputs that are not numbers."""
     logged = _logged_inputs(frame)
@@ -298,7 +446,7 @@ def _value_findings(
             continue
         column = profile.columns[name]
         missing = {w.key: float(w.frame[logged[name]].isna().mean()) for w in parts}
-        jumps = {k: v for k, v in missing.items() if v - column.missing_rate >= _MISSING_JUMP}
+        jumps = {k: v for k, v in missing.items() if v - column.missing_rate >= limits.missing_jump}
         if jumps:
             first = next(iter(jumps))
             findings.append(
@@ -313,7 +461,7 @@ def _value_findings(
                 )
             )
         invalid = _invalid_numbers(parts, logged[name]) if column.kind == "numeric" else {}
-        bad = {k: v for k, v in invalid.items() if v >= _INVALID_SHARE}
+        bad = {k: v for k, v in invalid.items() if v >= limits.invalid_share}
         if bad:
             first = next(iter(bad))
             findings.append(
@@ -340,7 +488,7 @@ def _invalid_numbers(parts: Sequence[Window], column: str) -> dict[str, float]:
     return shares
 
 
-def _prediction_findings(frame: pd.DataFrame) -> list[Finding]:
+def _prediction_findings(frame: pd.DataFrame, limits: DiagnoseThresholds) -> list[Finding]:
     """Rows without a prediction or model version, and impossible class probabilities."""
     findings = []
     if PREDICTION in frame.columns and frame[PREDICTION].isna().any():
@@ -357,7 +505,7 @@ def _prediction_findings(frame: pd.DataFrame) -> list[Finding]:
         values = frame[probas].apply(pd.to_numeric, errors="coerce")
         out_of_range = ((values < 0) | (values > 1)).any(axis=1)
         complete = values.notna().all(axis=1)
-        bad_sum = (values[complete].sum(axis=1) - 1).abs() > 0.01
+        bad_sum = (values[complete].sum(axis=1) - 1).abs() > limits.probability_tolerance
         broken = int(out_of_range.sum() + bad_sum.sum())
         if broken:
             findings.append(
@@ -377,24 +525,27 @@ def _prediction_findings(frame: pd.DataFrame) -> list[Finding]:
     return findings
 
 
-def _gap_findings(windows: Sequence[WindowDrift], spec: WindowSpec) -> list[Finding]:
+def _gap_findings(
+    windows: Sequence[WindowDrift], spec: WindowSpec, limits: DiagnoseThresholds
+) -> list[Finding]:
     """Empty windows, or windows with a small fraction of the usual traffic."""
     if spec.rows is not None or len(windows) < 3:
         return []
     counts = np.array([w.n_rows for w in windows])
     typical = float(np.median(counts[counts > 0])) if (counts > 0).any() else 0.0
-    if typical < 20:  # sparse traffic: empty windows are normal
+    if typical < limits.gap_min_traffic:  # sparse traffic: empty windows are normal
         return []
     # The last window is usually still filling up: not a gap.
-    low = [w for w in windows[:-1] if w.n_rows < 0.1 * typical]
+    low = [w for w in windows[:-1] if w.n_rows < limits.gap_share * typical]
     if not low:
         return []
     empty = sum(1 for w in low if w.n_rows == 0)
     return [
         _broken(
             "gaps in the prediction log",
-            f"{empty} window(s) with no predictions and {len(low) - empty} with under 10% of "
-            f"the usual {typical:.0f} per window, first at {low[0].key}: the logger or the "
+            f"{empty} window(s) with no predictions and {len(low) - empty} with under "
+            f"{limits.gap_share:.0%} of the usual {typical:.0f} per window, first at "
+            f"{low[0].key}: the logger or the "
             "traffic stopped",
             severity="warning",
             since=low[0].key,
@@ -403,7 +554,9 @@ def _gap_findings(windows: Sequence[WindowDrift], spec: WindowSpec) -> list[Find
     ]
 
 
-def _feedback_findings(frame: pd.DataFrame, unmatched: int) -> list[Finding]:
+def _feedback_findings(
+    frame: pd.DataFrame, unmatched: int, limits: DiagnoseThresholds
+) -> list[Finding]:
     """Feedback for request ids not in the log, and labels that are no model class."""
     findings = []
     labels = frame[LABEL].dropna().astype(str) if LABEL in frame.columns else pd.Series()
@@ -429,7 +582,7 @@ def _feedback_findings(frame: pd.DataFrame, unmatched: int) -> list[Finding]:
                 "feedback labels that are not model classes",
                 f"{share:.0%} of the feedback labels ({examples}) are none of the model's "
                 f"classes {sorted(classes)}: the labelling source uses other names",
-                severity="problem" if share > 0.5 else "warning",
+                severity="problem" if share > limits.foreign_label_share else "warning",
                 column=LABEL,
             )
         )
@@ -526,6 +679,7 @@ def concept_drift_findings(
     signal: ConceptDriftSignal,
     *,
     inputs_drifted: bool = False,
+    thresholds: DiagnoseThresholds | None = None,
 ) -> list[Finding]:
     """The concept-drift signal plus how the feature-to-label relation and slices moved.
 
@@ -533,9 +687,10 @@ def concept_drift_findings(
     feature and the label may follow from the drift of another feature (the mix inside
     each bin changes), so it is reported as context, not as a warning.
     """
+    limits = thresholds or _DEFAULT_THRESHOLDS
     live = served(frame)
     labeled = live[live[LABEL].notna() & live[PREDICTION].notna()]
-    if len(labeled) < _MIN_LABELS:
+    if len(labeled) < limits.min_labels:
         return [
             Finding(
                 "concept_drift",
@@ -548,8 +703,8 @@ def concept_drift_findings(
             )
         ]
     recent = _recent_mask(labeled, signal, perf)
-    relation = _relation_evidence(labeled, profile, ~recent, recent)
-    slices = slice_changes(labeled, profile, ~recent, recent)
+    relation = _relation_evidence(labeled, profile, ~recent, recent, limits.relation_change)
+    slices = slice_changes(labeled, profile, ~recent, recent, thresholds=limits)
     evidence = [*signal.evidence, *(r["text"] for r in relation[:5])]
     evidence += [s["text"] for s in slices[:5]]
     severity: Severity = "info"
@@ -573,13 +728,17 @@ def concept_drift_findings(
 
 
 def _relation_evidence(
-    labeled: pd.DataFrame, profile: Profile, baseline: pd.Series, recent: pd.Series
+    labeled: pd.DataFrame,
+    profile: Profile,
+    baseline: pd.Series,
+    recent: pd.Series,
+    min_change: float,
 ) -> list[dict[str, Any]]:
     features = [INPUT_PREFIX + name for name in profile.features]
     changes = label_relation_changes(labeled, features, baseline, recent)
     out = []
     for item in changes:
-        if item["change"] < _RELATION_CHANGE:
+        if item["change"] < min_change:
             continue
         name = item["feature"].removeprefix(INPUT_PREFIX)
         text = (
@@ -606,10 +765,17 @@ def _recent_mask(
 
 
 def slice_changes(
-    labeled: pd.DataFrame, profile: Profile, baseline: pd.Series, recent: pd.Series
+    labeled: pd.DataFrame,
+    profile: Profile,
+    baseline: pd.Series,
+    recent: pd.Series,
+    *,
+    thresholds: DiagnoseThresholds | None = None,
 ) -> list[dict[str, Any]]:
     """Slices (values of the profile's slice columns, or of categorical inputs) whose
-    accuracy fell by at least 10 points between the baseline and the recent period."""
+    accuracy fell by at least ``slice_drop`` (default 10 points) between the baseline and
+    the recent period, with at least ``min_labels`` labels in both."""
+    limits = thresholds or _DEFAULT_THRESHOLDS
     columns = profile.slices or [
         c.name for c in profile.columns.values() if c.role == "feature" and c.kind == "categorical"
     ]
@@ -625,7 +791,7 @@ def slice_changes(
         for value in after.index.intersection(before.index):
             n_before, n_after = int(before.loc[value, "size"]), int(after.loc[value, "size"])
             drop = float(before.loc[value, "mean"] - after.loc[value, "mean"])
-            if min(n_before, n_after) >= _MIN_LABELS and drop >= _SLICE_DROP:
+            if min(n_before, n_after) >= limits.min_labels and drop >= limits.slice_drop:
                 out.append(
                     {
                         "column": name,
@@ -641,13 +807,21 @@ def slice_changes(
 # --- 4. model versions --------------------------------------------------------------------
 
 
-def version_findings(perf: PerformanceReport, versions: list[str], metric: str) -> list[Finding]:
+def version_findings(
+    perf: PerformanceReport,
+    versions: list[str],
+    metric: str,
+    *,
+    thresholds: DiagnoseThresholds | None = None,
+) -> list[Finding]:
     """A newer version clearly worse than the one before it, on the labelled predictions.
 
     When both versions served labelled traffic in the same windows (a canary or a shadow),
     only those windows are compared, which rules out a change of the data as the cause;
-    otherwise each version's whole period is used, and the evidence says so.
+    otherwise each version's whole period is used, and the evidence says so. "Clearly":
+    lower by more than ``version_drop`` and by more than two standard errors.
     """
+    limits = thresholds or _DEFAULT_THRESHOLDS
     if len(versions) < 2:
         return []
     newest, previous = versions[-1], versions[-2]
@@ -656,19 +830,19 @@ def version_findings(perf: PerformanceReport, versions: list[str], metric: str) 
         _pooled(perf, v, metric, shared) for v in (newest, previous)
     )
     basis = "on the same windows (both versions served them)"
-    if min(n_new, n_old) < _MIN_LABELS:
+    if min(n_new, n_old) < limits.min_labels:
         (new_value, n_new), (old_value, n_old) = (
             _pooled(perf, v, metric, None) for v in (newest, previous)
         )
         basis = "each over its own period (a change of the data at the switch looks the same)"
-    if new_value is None or old_value is None or min(n_new, n_old) < _MIN_LABELS:
+    if new_value is None or old_value is None or min(n_new, n_old) < limits.min_labels:
         return []
     noise = 2 * math.sqrt(max(old_value * (1 - old_value), 1e-4) * (1 / n_new + 1 / n_old))
     text = (
         f"{metric} {new_value:.3f} on {n_new} labels for v{newest} against {old_value:.3f} on "
         f"{n_old} labels for v{previous}, {basis}"
     )
-    if old_value - new_value <= max(0.05, noise):
+    if old_value - new_value <= max(limits.version_drop, noise):
         return [
             Finding("model_version", "info", f"version {newest} performs like {previous}", [text])
         ]
@@ -719,8 +893,9 @@ def _conclude(
     perf: PerformanceReport,
     signal: ConceptDriftSignal,
     findings: list[Finding],
+    limits: DiagnoseThresholds,
 ) -> Diagnosis:
-    performance = _performance_summary(perf, signal)
+    performance = _performance_summary(perf, signal, limits.min_labels)
     cause, recommendation, summary, evidence = _decide(findings, performance)
     frame = served(data.frame)
     ts = pd.to_datetime(frame[TS], utc=True)
@@ -743,7 +918,9 @@ def _conclude(
     )
 
 
-def _performance_summary(perf: PerformanceReport, signal: ConceptDriftSignal) -> dict[str, Any]:
+def _performance_summary(
+    perf: PerformanceReport, signal: ConceptDriftSignal, min_labels: int
+) -> dict[str, Any]:
     degraded = signal.degraded_windows
     recent = None
     if degraded:
@@ -752,7 +929,7 @@ def _performance_summary(perf: PerformanceReport, signal: ConceptDriftSignal) ->
     return {
         "metric": signal.metric,
         # Measured: some window has enough labels to compare with the baseline.
-        "measured": any(w.sample_size(signal.metric) >= _MIN_LABELS for w in perf.series(None)),
+        "measured": any(w.sample_size(signal.metric) >= min_labels for w in perf.series(None)),
         "baseline": signal.baseline,
         "baseline_source": signal.baseline_source,
         "recent": None if recent is None else round(recent, 4),

@@ -695,17 +695,24 @@ def _correct(results: list[FeatureDrift], cfg: DriftConfig) -> None:
 
 
 def adjust_p_values(p: np.ndarray, method: str = "bh") -> np.ndarray:
-    """Benjamini-Hochberg q-values (``"bh"``), Bonferroni, or the p-values (``"none"``)."""
+    """Benjamini-Hochberg q-values (``"bh"``), Bonferroni, or the p-values (``"none"``).
+
+    The Benjamini-Hochberg step-up is SciPy's ``false_discovery_control``. A NaN p-value
+    (no test result) stays NaN and does not count among the tests being corrected.
+    """
     m = p.size
     if method == "none" or m == 0:
         return p.copy()
     if method == "bonferroni":
         return np.minimum(p * m, 1.0)
-    order = np.argsort(p)
-    ranked = p[order] * m / np.arange(1, m + 1)
-    q = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(q, 1.0)
+    from scipy.stats import false_discovery_control
+
+    values = np.asarray(p, dtype=float)
+    out = np.full(values.shape, np.nan)
+    known = ~np.isnan(values)
+    if known.any():
+        # SciPy rejects values outside [0, 1]; a rounding error above 1 means 1.
+        out[known] = false_discovery_control(np.clip(values[known], 0.0, 1.0), method="bh")
     return out
 
 

@@ -83,6 +83,8 @@ class MonitoringConfig(BaseModel):
     retrain: Retrain | None = None
     webhook_url: str | None = None
     poll_interval_s: float = Field(default=30.0, gt=0)
+    # Thresholds of `loopline monitor diagnose`; loopline.monitor.diagnose validates them.
+    diagnose: dict[str, Any] | None = None
 
 
 def load_monitoring(settings: Settings) -> MonitoringConfig:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,13 +40,38 @@ def _fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
 
 
+def _single_value_ranges(expression: str) -> str:
+    """``expression`` with each range of equal bounds (``5-5``, ``mon-mon/2``) as one value.
+
+    croniter reads an equal-bound range as the whole cycle (``5-5`` in the minute field is
+    every minute); in cron, and in Loopline's schedules before croniter, it is that value.
+    """
+    fields = []
+    for part in expression.split():
+        items = []
+        for item in part.split(","):
+            base = item.partition("/")[0]
+            low, dash, high = base.partition("-")
+            items.append(low if dash and low and low.lower() == high.lower() else item)
+        fields.append(",".join(items))
+    return " ".join(fields)
+
+
 class Schedule:
-    """``@every <duration>`` or a five-field cron expression (minute hour day month weekday)."""
+    """``@every <duration>`` or a five-field cron expression (minute hour day month weekday).
+
+    Cron fields are read by the ``croniter`` package: ``*``, numbers, ranges (``1-5``),
+    steps (``*/15``, ``0-30/10``, ``5/15`` = ``5-59/15``), lists (``1,15``), month and
+    weekday names (``jan``, ``mon-fri``; weekday 0 and 7 are Sunday). When both the day of
+    month and the weekday are restricted a time must match both (``0 9 13 * 5``: Friday
+    the 13th), as Loopline's schedules always did; vixie cron would take either. Times are
+    read in the time zone of the datetimes given (the watch loop uses UTC).
+    """
 
     def __init__(self, expression: str) -> None:
         self.expression = expression.strip()
         self.every_s: float | None = None
-        self.fields: list[set[int]] = []
+        self._cron = ""
         if self.expression.startswith("@every"):
             import pandas as pd
 
@@ -56,11 +81,14 @@ class Schedule:
                 raise self._error() from None
             self.every_s = span.total_seconds()
             return
-        parts = self.expression.split()
-        ranges = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 6)]
-        if len(parts) != 5:
+        from croniter import croniter
+
+        # croniter also reads six- and seven-field forms (seconds, year) and @daily-style
+        # names: keep to five fields. strict=True rejects a day that none of the months
+        # has (``0 0 30 2 *``), which would never fire.
+        self._cron = _single_value_ranges(self.expression)
+        if len(self.expression.split()) != 5 or not croniter.is_valid(self._cron, strict=True):
             raise self._error()
-        self.fields = [self._parse(p, lo, hi) for p, (lo, hi) in zip(parts, ranges, strict=True)]
 
     def _error(self) -> ConfigError:
         return ConfigError(
@@ -68,41 +96,43 @@ class Schedule:
             hint='use five cron fields like "0 3 * * *" or "@every 6h"',
         )
 
-    def _parse(self, part: str, lo: int, hi: int) -> set[int]:
-        values: set[int] = set()
-        for item in part.split(","):
-            base, _, step_text = item.partition("/")
-            step = int(step_text) if step_text.isdigit() else 1
-            if base == "*":
-                start, end = lo, hi
-            elif "-" in base:
-                a, b = base.split("-", 1)
-                start, end = int(a), int(b)
-            elif base.isdigit():
-                start = end = int(base)
-            else:
-                raise self._error()
-            if not lo <= start <= end <= hi:
-                raise self._error()
-            values.update(range(start, end + 1, step))
-        return values
-
     def due(self, last: datetime | None, now: datetime) -> bool:
-        """Whether a run is due at ``now`` given the last scheduled run."""
+        """Whether a run is due at ``now`` given the last scheduled run.
+
+        Cron: ``now`` falls in a matching minute and ``last`` was not in that minute.
+        ``@every``: at least the interval has passed since ``last`` (or there is none).
+        """
         if self.every_s is not None:
             return last is None or (now - last).total_seconds() >= self.every_s
-        minute, hour, day, month, weekday = self.fields
-        matches = (
-            now.minute in minute
-            and now.hour in hour
-            and now.day in day
-            and now.month in month
-            and (now.weekday() + 1) % 7 in weekday
-        )
+        from croniter import croniter
+
+        matches = bool(croniter.match(self._cron, now, day_or=False))
         same_minute = last is not None and last.replace(second=0, microsecond=0) == now.replace(
             second=0, microsecond=0
         )
         return matches and not same_minute
+
+    def next_run(self, after: datetime) -> datetime:
+        """The first scheduled time strictly after ``after``, in ``after``'s time zone.
+
+        ``@every``: ``after`` plus the interval. Cron: the next matching minute.
+
+        Raises:
+            ConfigError: no matching time in croniter's search horizon (a day-and-weekday
+                combination that practically never occurs, such as ``0 0 29 2 1``).
+        """
+        if self.every_s is not None:
+            return after + timedelta(seconds=self.every_s)
+        from croniter import CroniterBadDateError, croniter
+
+        try:
+            found: datetime = croniter(self._cron, after, day_or=False).get_next(datetime)
+        except CroniterBadDateError:
+            raise ConfigError(
+                f"the schedule {self.expression!r} never fires after {after.isoformat()}",
+                hint="the day of month and the weekday must both match; relax one of them",
+            ) from None
+        return found
 
 
 @dataclass
