@@ -20,6 +20,7 @@ from loopline.data.ingest import (
     load_source,
     read_sentiment140,
     read_table,
+    read_text_folder,
     read_text_lines,
     read_vader_ground_truth,
 )
@@ -302,6 +303,78 @@ def test_folder_without_label_files(tmp_path: Path) -> None:
     (tmp_path / "tweets.txt").write_text("x\n")
     with pytest.raises(DataError, match=r"no text-line files in .*found: tweets\.txt"):
         load_source(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# text folders: root/<label>/*.txt, one document per file
+
+
+def spam_text_folder(shared_data: Path, root: Path, per_class: int = 15) -> pd.DataFrame:
+    """Write YouTube comments as root/spam/*.txt and root/ham/*.txt; return what was written."""
+    comments = pd.read_csv(shared_data / "spam_youtube" / "Youtube01-Psy.csv")
+    written = []
+    for cls, label in ((1, "spam"), (0, "ham")):
+        (root / label).mkdir(parents=True)
+        rows = comments[comments["CLASS"] == cls].head(per_class)
+        for i, content in enumerate(rows["CONTENT"]):
+            path = root / label / f"{i:03d}.txt"
+            path.write_text(content, encoding="utf-8")
+            written.append({"text": content, "label": label, "path": str(path.resolve())})
+    return pd.DataFrame(written)
+
+
+def test_text_folder_reads_one_document_per_file(shared_data: Path, tmp_path: Path) -> None:
+    root = tmp_path / "comments"
+    written = spam_text_folder(shared_data, root)
+    (root / "README.md").write_text("ignored")
+    (root / "ham" / "notes.md").write_text("ignored too")
+    (root / ".cache").mkdir()
+    (root / ".cache" / "x.txt").write_text("hidden folders are skipped")
+    df = read_text_folder(root)
+    assert list(df.columns) == ["text", "label", "path"]
+    expected = written.sort_values(["label", "path"]).reset_index(drop=True)
+    assert df["label"].tolist() == expected["label"].tolist() == ["ham"] * 15 + ["spam"] * 15
+    assert df["path"].tolist() == expected["path"].tolist()
+    assert df["text"].tolist() == expected["text"].tolist()  # byte for byte, U+FEFF included
+    assert any(t.endswith("\ufeff") for t in df["text"])  # this source's trailing U+FEFF
+
+
+def test_load_source_detects_a_text_folder(shared_data: Path, tmp_path: Path) -> None:
+    root = tmp_path / "comments"
+    spam_text_folder(shared_data, root, per_class=5)
+    (root / "ham" / "multi.txt.gz").write_bytes(
+        gzip.compress("\ufeffline one\nline two\n".encode())
+    )
+    df = load_source(root)
+    assert len(df) == 11 and df["label"].value_counts().to_dict() == {"ham": 6, "spam": 5}
+    multi = df.loc[df["path"].str.endswith("multi.txt.gz"), "text"].item()
+    assert multi == "line one\nline two\n"  # BOM dropped, line breaks kept
+    assert load_source(root, format="text_folder").equals(df)
+
+
+def test_line_files_still_win_over_sub_folders(tmp_path: Path) -> None:
+    (tmp_path / "positive.txt").write_text("yay\nwoo\n")
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "archive" / "old.txt").write_text("a whole document")
+    df = load_source(tmp_path)
+    assert df["text"].tolist() == ["yay", "woo"] and set(df["label"]) == {"positive"}
+
+
+def test_text_folder_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="text folder not found"):
+        read_text_folder(tmp_path / "missing")
+    (tmp_path / "doc.txt").write_text("x")
+    with pytest.raises(DataError, match="expected a folder of label sub-folders, found a file"):
+        read_text_folder(tmp_path / "doc.txt")
+    with pytest.raises(DataError, match=r"no documents in .*found: doc\.txt") as info:
+        read_text_folder(tmp_path)
+    assert info.value.hint is not None and "sub-folder named after their label" in info.value.hint
+    (tmp_path / "neg").mkdir()
+    (tmp_path / "neg" / "bad.txt").write_bytes("caf\u00e9".encode("latin-1"))
+    with pytest.raises(DataError, match=r"cannot decode .*bad\.txt as utf-8: line 1") as info:
+        read_text_folder(tmp_path)
+    assert info.value.hint is not None and "latin-1" in info.value.hint
+    assert read_text_folder(tmp_path, encoding="latin-1")["text"].tolist() == ["caf\u00e9"]
 
 
 def test_corrupt_gzip(tmp_path: Path) -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "load_source",
     "read_sentiment140",
     "read_table",
+    "read_text_folder",
     "read_text_lines",
     "read_vader_ground_truth",
 ]
@@ -63,8 +64,10 @@ _MANIFEST = "manifest.json"
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_MAGIC = b"PAR1"
 
-Format = Literal["auto", "sentiment140", "lines", "vader", "table"]
-_FORMATS: tuple[str, ...] = ("auto", "sentiment140", "lines", "vader", "table")
+Format = Literal["auto", "sentiment140", "lines", "vader", "table", "text_folder"]
+_FORMATS: tuple[str, ...] = ("auto", "sentiment140", "lines", "vader", "table", "text_folder")
+#: File names read as documents from the label folders of a text folder.
+_DOCUMENT_SUFFIXES = (".txt", ".txt.gz")
 
 # Column names people use for the text and the label, to suggest a mapping when ours is absent.
 _TEXT_NAMES = ("text", "content", "tweet", "sentence", "review", "body", "message", "comment")
@@ -223,6 +226,32 @@ def _read_csv(
     ``column_names`` means the file has no header. ``string_columns`` are kept as text
     (never inferred as numbers, never null: an empty field is an empty string).
     """
+    table = _read_csv_table(
+        inp,
+        encoding=encoding,
+        column_names=column_names,
+        string_columns=string_columns,
+        delimiter=delimiter,
+        quoting=quoting,
+    )
+    return table.to_pandas()
+
+
+def _read_csv_table(
+    inp: _Input,
+    *,
+    encoding: str,
+    column_names: Sequence[str] | None = None,
+    string_columns: Iterable[str] = (),
+    delimiter: str = ",",
+    quoting: bool = True,
+    null_strings: bool = False,
+) -> pa.Table:
+    """:func:`_read_csv` as an Arrow table.
+
+    ``null_strings`` makes empty (and ``NA``/``null``-like) fields of text columns missing
+    values, as in a general table; by default they stay empty strings, as texts should.
+    """
     codec = _codec(encoding)
     invalid: list[Any] = []
 
@@ -243,8 +272,8 @@ def _read_csv(
     )
     convert_options = pacsv.ConvertOptions(
         column_types={c: pa.string() for c in string_columns},
-        strings_can_be_null=False,
-        quoted_strings_can_be_null=False,
+        strings_can_be_null=null_strings,
+        quoted_strings_can_be_null=null_strings,
     )
     try:
         table = _pyarrow_read(inp, read_options, parse_options, convert_options)
@@ -255,7 +284,7 @@ def _read_csv(
     if any(pa.types.is_binary(t) for t in table.schema.types) and codec.startswith("utf-8"):
         # pyarrow infers "binary" for a non-string column whose bytes are not UTF-8.
         raise _locate_decode_error(inp, codec) or DataError(f"cannot decode {inp.name}")
-    return table.to_pandas()
+    return table
 
 
 def _pyarrow_read(
@@ -524,6 +553,91 @@ def _read_lines(p: Path, codec: str) -> list[str]:
     return text.removesuffix("\r").split("\n")  # a last line may end in a bare CR
 
 
+def read_text_folder(root: str | Path, *, encoding: str = "utf-8") -> pd.DataFrame:
+    """Read a folder of documents sorted into one sub-folder per label.
+
+    The layout is the one scikit-learn's ``load_files`` reads: ``root/<label>/*.txt`` (also
+    ``*.txt.gz``), one document per file, the sub-folder's name being the label. Files
+    directly in ``root``, hidden files and folders, and other extensions are ignored.
+    Each file's whole content is one text (a leading byte order mark is dropped, everything
+    else is kept); an empty file gives an empty text, which validation reports.
+
+    Returns columns ``text``, ``label``, ``path`` (absolute), sorted by label and file name.
+    """
+    base = Path(root).expanduser()
+    if not base.exists():
+        raise DataError(
+            f"text folder not found: {base}",
+            hint=f"check the path (relative paths start from {Path.cwd()})",
+        )
+    if not base.is_dir():
+        raise DataError(
+            f"expected a folder of label sub-folders, found a file: {base}",
+            hint="pass the folder that holds one sub-folder per label (root/<label>/*.txt)",
+        )
+    codec = _codec(encoding)
+    documents = _document_files(base)
+    if not documents:
+        found = sorted(p.name for p in base.iterdir() if not p.name.startswith("."))
+        raise DataError(
+            f"no documents in {base}: expected one sub-folder per label holding .txt files "
+            f"(root/<label>/*.txt); found: {', '.join(found[:10]) or 'nothing'}",
+            hint="move the files into a sub-folder named after their label; for files with "
+            "one text per line use format='lines'",
+        )
+    texts: list[str] = []
+    labels: list[str] = []
+    paths: list[str] = []
+    for label, p in documents:
+        inp = _file_input(p)
+        data = _read_bytes(inp)
+        try:
+            text = data.decode(codec)
+        except UnicodeDecodeError as err:
+            raise _decode_error(str(p), data, err, codec) from None
+        texts.append(text.removeprefix("\ufeff"))
+        labels.append(label)
+        paths.append(str(p.resolve()))
+    return pd.DataFrame(
+        {
+            "text": pd.array(texts, dtype="str"),
+            "label": pd.array(labels, dtype="str"),
+            "path": pd.array(paths, dtype="str"),
+        }
+    )
+
+
+def _document_files(root: Path) -> list[tuple[str, Path]]:
+    """(label, file) for every document in the label sub-folders of ``root``, sorted."""
+    found: list[tuple[str, Path]] = []
+    for folder in sorted(root.iterdir()):
+        if not folder.is_dir() or folder.name.startswith("."):
+            continue
+        for p in sorted(folder.iterdir()):
+            if p.is_file() and not p.name.startswith(".") and _is_document(p):
+                found.append((folder.name, p))
+    return found
+
+
+def _is_document(p: Path) -> bool:
+    return p.name.lower().endswith(_DOCUMENT_SUFFIXES)
+
+
+def _is_text_folder(path: Path) -> bool:
+    """A folder whose sub-folders hold .txt files, and no positive*/negative* line files."""
+    top_level_line_files = any(
+        p.is_file() and _label_from_name(p.name) is not None for p in path.iterdir()
+    )
+    if top_level_line_files:
+        return False
+    return any(
+        folder.is_dir()
+        and not folder.name.startswith(".")
+        and any(p.is_file() and _is_document(p) for p in folder.iterdir())
+        for folder in path.iterdir()
+    )
+
+
 def read_vader_ground_truth(
     path: str | Path,
     neutral_threshold: float = 0.05,
@@ -754,11 +868,14 @@ def load_source(
 
     Detection (``format="auto"``): a URL is downloaded with :func:`fetch_url` (into
     ``cache_dir``, default ``.loopline/downloads``) and then detected; a directory holds
-    text-per-line files named ``positive*``/``negative*``/``neutral*``; ``.parquet`` is a
+    text-per-line files named ``positive*``/``negative*``/``neutral*``, or else, when its
+    sub-folders hold ``.txt`` files, one document per file sorted into label sub-folders
+    (:func:`read_text_folder`: columns ``text, label, path``); ``.parquet`` is a
     table; ``.zip`` is Sentiment140; a ``.csv`` whose first row has 6 fields starting with
     0, 2 or 4 is Sentiment140, any other CSV a table with a header; a tab-separated file
     with 3 fields whose second is a number is VADER ground truth; a ``.txt`` file is one
-    text per line. ``format`` forces a reader: sentiment140, lines, vader or table.
+    text per line. ``format`` forces a reader: sentiment140, lines, vader, table or
+    text_folder.
     ``encoding`` defaults to each reader's own (Latin-1 for Sentiment140, else UTF-8).
     ``text_column``/``label_column`` apply to tables.
     """
@@ -784,12 +901,14 @@ def load_source(
         return read_vader_ground_truth(path, encoding=encoding or "utf-8")
     if fmt == "lines":
         return read_text_lines(_line_files(path), encoding=encoding or "utf-8")
+    if fmt == "text_folder":
+        return read_text_folder(path, encoding=encoding or "utf-8")
     return read_table(path, text_column, label_column, encoding=encoding or "utf-8")
 
 
 def _detect_format(path: Path) -> str:
     if path.is_dir():
-        return "lines"
+        return "text_folder" if _is_text_folder(path) else "lines"
     suffixes = [s.lower() for s in path.suffixes]
     suffix = suffixes[-2] if suffixes[-1:] == [".gz"] and len(suffixes) > 1 else path.suffix.lower()
     if suffix in (".parquet", ".pq"):

@@ -1,25 +1,41 @@
-"""Validate a text dataset: a pandera schema plus data-quality metrics, in one report.
+"""Validate a dataset: a pandera schema plus data-quality metrics, in one report.
 
 :func:`validate_text_dataset` checks that ``text`` is a non-null string column and that
 ``label`` (optional, nullable) only holds the expected labels, then measures completeness,
 empty and duplicate texts, label balance, text lengths and encoding problems. The rules that
 turn metrics into violations live in :class:`QualityRules`. Everything is vectorised pandas
 string operations, so 100k tweets take a fraction of a second.
+
+:func:`validate_table` does the same for any table: an optional :class:`TableSchema`
+(columns, dtypes, nulls, ranges, allowed values, uniqueness; checked by pandera, all failures
+at once) plus quality checks that need no schema (empty frame, empty columns, missing values,
+duplicate rows, constant columns). Both return the same report shape, which
+:func:`format_report` renders.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+import difflib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import date, datetime
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from loopline.errors import ValidationFailed
+from loopline.errors import DataError, ValidationFailed
 
-__all__ = ["QualityRules", "format_report", "validate_text_dataset"]
+__all__ = [
+    "ColumnRule",
+    "QualityRules",
+    "TableSchema",
+    "format_report",
+    "validate_table",
+    "validate_text_dataset",
+]
 
 # Encoding problems. The patterns use only syntax that both Python's re and RE2 (what pandas
 # uses for pyarrow-backed strings) accept: literal characters, and \xHH for control codes.
@@ -420,7 +436,12 @@ def _check_classes(
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """A readable multi-line summary of a validation report (what the CLI prints)."""
+    """A readable multi-line summary of a validation report (what the CLI prints).
+
+    Renders the reports of both :func:`validate_text_dataset` and :func:`validate_table`.
+    """
+    if report.get("kind") == "table":
+        return _format_table_report(report)
     rows = report["rows"]
     lines = [f"rows: {rows:,}    passed: {'yes' if report['passed'] else 'NO'}"]
     if report["label_counts"]:
@@ -464,3 +485,677 @@ def _entry(entry: Any) -> str:
         hint = f" (hint: {entry['hint']})" if entry.get("hint") else ""
         return f"[{entry['check']}] {entry['message']}{hint}"
     return str(entry)
+
+
+# ---------------------------------------------------------------------------------------------
+# tables: schema
+
+
+DType = Literal["int", "float", "number", "str", "bool", "datetime", "category"]
+_DTYPES: tuple[str, ...] = get_args(DType)
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    """What one column of a table must hold.
+
+    ``dtype``: ``int`` (integer dtype; also a float column whose values are all whole
+    numbers, since a missing value turns an int column into floats), ``float`` (a float or
+    integer dtype: every int is a valid float), ``number`` (any numeric dtype, or Python
+    numbers such as the Decimals a database returns), ``str``, ``bool``, ``datetime`` or
+    ``category`` (a categorical or string column). ``nullable=False`` forbids missing
+    values; ``min``/``max`` bound numeric values (inclusive); ``allowed`` lists the only
+    values permitted; ``unique`` forbids repeated values. None means "not checked".
+    """
+
+    dtype: DType | None = None
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+    allowed: tuple[Any, ...] | None = None
+    unique: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dtype is not None and self.dtype not in _DTYPES:
+            raise DataError(
+                f"unknown dtype {self.dtype!r}: expected one of {', '.join(_DTYPES)}",
+                hint=_did_you_mean(str(self.dtype), _DTYPES) or "use one of those names",
+            )
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise DataError(
+                f"min {self.min} is greater than max {self.max}",
+                hint="swap the bounds, or drop one of them",
+            )
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """The columns a table must have (each with its :class:`ColumnRule`) and table rules.
+
+    ``min_rows``: the fewest rows accepted. ``unique``: a column combination whose values
+    must not repeat (a key). ``strict``: columns not named in ``columns`` are a violation.
+    """
+
+    columns: dict[str, ColumnRule]
+    min_rows: int = 1
+    unique: tuple[str, ...] = ()
+    strict: bool = False
+
+    @classmethod
+    def from_dict(cls, mapping: Mapping[str, Any]) -> TableSchema:
+        """Build a schema from plain JSON-able data, as written in YAML or passed as a parameter.
+
+        Example: ``{"columns": {"TX_AMOUNT": {"dtype": "float", "min": 0},
+        "TRANSACTION_ID": {"dtype": "int", "nullable": False}}, "unique": ["TRANSACTION_ID"],
+        "min_rows": 1000, "strict": False}``. ``columns`` may also be a list of names (the
+        columns must exist, nothing else is checked), a rule may be ``null`` (the same), and
+        ``unique`` may be one column name. Unknown keys and wrong value types raise
+        :class:`~loopline.errors.DataError` naming the key.
+        """
+        if isinstance(mapping, TableSchema):
+            return mapping
+        if not isinstance(mapping, Mapping):
+            raise DataError(
+                f"a table schema must be a mapping, found {type(mapping).__name__}",
+                hint='write it as {"columns": {"name": {"dtype": "float", "min": 0}}}',
+            )
+        _check_keys(mapping, [f.name for f in fields(cls)], "table schema")
+        raw_columns = mapping.get("columns", {})
+        if raw_columns is None:
+            raw_columns = {}
+        if isinstance(raw_columns, list | tuple):
+            raw_columns = dict.fromkeys(raw_columns)
+        if not isinstance(raw_columns, Mapping):
+            raise DataError(
+                f"'columns' of a table schema must map column names to rules, found "
+                f"{type(raw_columns).__name__}",
+                hint='e.g. {"columns": {"TX_AMOUNT": {"dtype": "float", "min": 0}}}',
+            )
+        columns = {str(name): _column_rule(str(name), rule) for name, rule in raw_columns.items()}
+        unique = mapping.get("unique", ())
+        if isinstance(unique, str):
+            unique = (unique,)
+        if not isinstance(unique, list | tuple) or not all(isinstance(u, str) for u in unique):
+            raise DataError(
+                f"'unique' of a table schema must be a list of column names, found {unique!r}",
+                hint='e.g. "unique": ["TRANSACTION_ID"]',
+            )
+        min_rows = mapping.get("min_rows", 1)
+        if isinstance(min_rows, bool) or not isinstance(min_rows, int) or min_rows < 0:
+            raise DataError(
+                f"'min_rows' of a table schema must be a whole number >= 0, found {min_rows!r}",
+                hint='e.g. "min_rows": 1000',
+            )
+        strict = mapping.get("strict", False)
+        if not isinstance(strict, bool):
+            raise DataError(
+                f"'strict' of a table schema must be true or false, found {strict!r}",
+                hint='e.g. "strict": true',
+            )
+        return cls(columns=columns, min_rows=min_rows, unique=tuple(unique), strict=strict)
+
+
+def _column_rule(name: str, rule: Any) -> ColumnRule:
+    if rule is None:
+        return ColumnRule()
+    if isinstance(rule, ColumnRule):
+        return rule
+    if not isinstance(rule, Mapping):
+        raise DataError(
+            f"the rule for column {name!r} must be a mapping, found {rule!r}",
+            hint='e.g. {"dtype": "float", "min": 0, "nullable": false}',
+        )
+    _check_keys(rule, [f.name for f in fields(ColumnRule)], f"rule for column {name!r}")
+    kwargs: dict[str, Any] = dict(rule)
+    for key in ("min", "max"):
+        value = kwargs.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise DataError(
+                f"{key} of column {name!r} must be a number, found {value!r}",
+                hint=f'e.g. "{key}": 0',
+            )
+    for key in ("nullable", "unique"):
+        if key in kwargs and not isinstance(kwargs[key], bool):
+            raise DataError(
+                f"{key} of column {name!r} must be true or false, found {kwargs[key]!r}",
+                hint=f'e.g. "{key}": false',
+            )
+    allowed = kwargs.get("allowed")
+    if allowed is not None:
+        if isinstance(allowed, str | bytes) or not isinstance(allowed, list | tuple | set):
+            raise DataError(
+                f"allowed of column {name!r} must be a list of values, found {allowed!r}",
+                hint='e.g. "allowed": [0, 1]',
+            )
+        kwargs["allowed"] = tuple(allowed)
+    return ColumnRule(**kwargs)
+
+
+def _check_keys(mapping: Mapping[str, Any], known: Sequence[str], what: str) -> None:
+    unknown = [str(k) for k in mapping if k not in known]
+    if unknown:
+        suggestions = [s for k in unknown if (s := _did_you_mean(k, known))]
+        raise DataError(
+            f"unknown key {', '.join(repr(k) for k in unknown)} in the {what}: expected "
+            f"{', '.join(known)}",
+            hint="; ".join(suggestions) or "remove or rename the key",
+        )
+
+
+def _did_you_mean(name: str, choices: Sequence[str]) -> str | None:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r} instead of {name!r}?" if close else None
+
+
+# ---------------------------------------------------------------------------------------------
+# tables: validation
+
+
+def validate_table(
+    df: pd.DataFrame,
+    schema: TableSchema | Mapping[str, Any] | None = None,
+    *,
+    max_missing_share: float = 0.5,
+    max_duplicate_share: float = 0.5,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Check a table against ``schema`` (optional) and measure its quality.
+
+    Schema checks run through pandera, lazily, so every failure is reported, not just the
+    first: missing columns (and, with ``strict``, extra ones), dtypes, nulls, ranges,
+    allowed values, per-column and combined uniqueness. Quality checks need no schema:
+    fewer rows than ``schema.min_rows`` (1 without a schema), columns whose share of missing
+    values exceeds ``max_missing_share`` (``<column>_empty`` when nothing is there at all),
+    exact duplicate rows above ``max_duplicate_share`` (a warning below it), and constant
+    columns (a warning).
+
+    Returns the frame unchanged and a JSON-able report: ``kind`` ("table"), ``rows``,
+    ``passed``, ``columns`` (count), ``dtypes``, ``completeness`` (non-null share per
+    column), ``missing_values`` (count per column), ``duplicate_rows``,
+    ``constant_columns``, ``violations`` (each ``{check, column?, rows, message, hint,
+    examples?}``; ``check`` is e.g. ``TX_AMOUNT_min``, ``TRANSACTION_ID_unique``,
+    ``columns``) and ``warnings``. Raises :class:`~loopline.errors.ValidationFailed`
+    carrying that report when any violation is found.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(
+            f"validate_table expects a pandas DataFrame, found {type(df).__name__}",
+            hint="read the data first (loopline.data.tables.read_table_source)",
+        )
+    for name, share in (
+        ("max_missing_share", max_missing_share),
+        ("max_duplicate_share", max_duplicate_share),
+    ):
+        if not 0.0 <= share <= 1.0:
+            raise DataError(
+                f"{name} must be between 0 and 1, found {share}",
+                hint="pass a fraction, e.g. 0.5 for 50%",
+            )
+    rules = _as_schema(schema)
+    report = _empty_table_report(df)
+    _table_schema_violations(report, df, rules)
+    _check_table_rows(report, df, rules.min_rows if rules is not None else 1)
+    _check_missing(report, df, max_missing_share)
+    _check_duplicate_rows(report, df, max_duplicate_share)
+    _check_constant(report, df)
+    if report["violations"]:
+        raise _failure(report)
+    report["passed"] = True
+    return df, report
+
+
+def _as_schema(schema: TableSchema | Mapping[str, Any] | None) -> TableSchema | None:
+    if schema is None or isinstance(schema, TableSchema):
+        return schema
+    return TableSchema.from_dict(schema)
+
+
+def _empty_table_report(df: pd.DataFrame) -> dict[str, Any]:
+    missing = df.isna().sum() if len(df.columns) else pd.Series(dtype="int64")
+    return {
+        "kind": "table",
+        "rows": len(df),
+        "passed": False,
+        "columns": len(df.columns),
+        "dtypes": {str(c): str(t) for c, t in df.dtypes.items()},
+        "completeness": _completeness(df),
+        "missing_values": {str(c): int(n) for c, n in missing.items()},
+        "duplicate_rows": 0,
+        "constant_columns": [],
+        "violations": [],
+        "warnings": [],
+    }
+
+
+def _add(
+    report: dict[str, Any],
+    check: str,
+    rows: int,
+    message: str,
+    hint: str,
+    *,
+    column: str | None = None,
+    examples: Sequence[Any] = (),
+) -> None:
+    entry: dict[str, Any] = {"check": check}
+    if column is not None:
+        entry["column"] = column
+    entry.update(rows=int(rows), message=message, hint=hint)
+    if len(examples):
+        entry["examples"] = [_jsonable(v) for v in examples[:_MAX_SHOWN_VALUES]]
+    report["violations"].append(entry)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, pd.Timestamp | datetime | date):
+        return value.isoformat()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+# Which values conform to a ColumnRule dtype: a test on the column's dtype, and one on the
+# single values of an object column (mixed Python objects).
+def _is_int_dtype(s: pd.Series) -> bool:
+    return pd.api.types.is_integer_dtype(s) and not pd.api.types.is_bool_dtype(s)
+
+
+def _is_real_dtype(s: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+
+
+def _is_text_dtype(s: pd.Series) -> bool:
+    return pd.api.types.is_string_dtype(s) and not pd.api.types.is_object_dtype(s)
+
+
+def _is_number(v: Any) -> bool:
+    import numbers
+
+    return isinstance(v, numbers.Number) and not isinstance(v, bool | np.bool_)
+
+
+_DTYPE_TESTS: dict[str, tuple[Callable[[pd.Series], bool], Callable[[Any], bool]]] = {
+    "int": (
+        _is_int_dtype,
+        lambda v: isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_),
+    ),
+    "float": (
+        _is_real_dtype,
+        lambda v: (
+            isinstance(v, float | int | np.floating | np.integer)
+            and not isinstance(v, bool | np.bool_)
+        ),
+    ),
+    "number": (_is_real_dtype, _is_number),
+    "str": (_is_text_dtype, lambda v: isinstance(v, str)),
+    "bool": (pd.api.types.is_bool_dtype, lambda v: isinstance(v, bool | np.bool_)),
+    "datetime": (
+        pd.api.types.is_datetime64_any_dtype,
+        lambda v: isinstance(v, datetime | np.datetime64),
+    ),
+    "category": (
+        lambda s: isinstance(s.dtype, pd.CategoricalDtype) or _is_text_dtype(s),
+        lambda v: isinstance(v, str),
+    ),
+}
+
+
+def _dtype_conforms(series: pd.Series, dtype: str) -> pd.Series:
+    """Per row: does the value conform to ``dtype``? (Missing values do; nulls are separate.)"""
+    column_ok, value_ok = _DTYPE_TESTS[dtype]
+    if column_ok(series):
+        return pd.Series(True, index=series.index)
+    if dtype == "int" and pd.api.types.is_float_dtype(series):
+        values = series.to_numpy(dtype="float64", na_value=np.nan)
+        return pd.Series(np.isnan(values) | (np.mod(values, 1) == 0), index=series.index)
+    if pd.api.types.is_object_dtype(series):
+        return series.map(value_ok, na_action="ignore").fillna(True).astype(bool)
+    return pd.Series(False, index=series.index)
+
+
+def _table_schema_violations(
+    report: dict[str, Any], df: pd.DataFrame, rules: TableSchema | None
+) -> None:
+    """Run the schema through pandera (lazily) and turn its failure cases into violations."""
+    if rules is None:
+        return
+    present = set(df.columns)
+    missing = [c for c in rules.columns if c not in present]
+    missing += [c for c in rules.unique if c not in present and c not in missing]
+    if missing:
+        found = ", ".join(str(c) for c in df.columns) or "no columns"
+        _add(
+            report,
+            "columns",
+            len(df),
+            f"missing column {_shown(missing)} (found: {found})",
+            "add or rename those columns in the data (df.rename(columns={...})), or fix the schema",
+            examples=missing,
+        )
+    kinds: dict[tuple[str, int], str] = {}  # (column, check_number) -> our check kind
+    columns: dict[str, pa.Column] = {}
+    for name, rule in rules.columns.items():
+        checks: list[pa.Check] = []
+        if name in present:
+            checks = _column_checks(report, df[name], name, rule)
+        for number, check in enumerate(checks):
+            kinds[(name, number)] = str(check.name)
+        columns[name] = pa.Column(
+            nullable=rule.nullable,
+            unique=rule.unique or tuple(rules.unique) == (name,),
+            report_duplicates="exclude_first",
+            checks=checks,
+            required=False,  # missing columns are reported above, once
+        )
+    unique = list(rules.unique) if rules.unique and not set(rules.unique) - present else None
+    if unique is not None and len(unique) == 1:
+        # A one-column key is that column's own uniqueness rule: report it once, by column.
+        if unique[0] not in columns:
+            columns[unique[0]] = pa.Column(unique=True, report_duplicates="exclude_first")
+        unique = None
+    schema = pa.DataFrameSchema(
+        columns,
+        strict=rules.strict,
+        unique=unique,
+        report_duplicates="exclude_first",
+    )
+    try:
+        schema.validate(df, lazy=True, inplace=True)
+    except pa.errors.SchemaErrors as exc:
+        _table_failures(report, df, rules, exc.failure_cases, kinds)
+
+
+def _column_checks(
+    report: dict[str, Any], series: pd.Series, name: str, rule: ColumnRule
+) -> list[pa.Check]:
+    """pandera checks for one column; each check's name is its kind (dtype, min, ...)."""
+    checks: list[pa.Check] = []
+    dtype_ok = True
+    if rule.dtype is not None:
+        dtype = rule.dtype
+        checks.append(pa.Check(lambda s: _dtype_conforms(s, dtype), name="dtype"))
+        dtype_ok = _DTYPE_TESTS[dtype][0](series) or (
+            dtype == "int" and pd.api.types.is_float_dtype(series)
+        )
+    if rule.min is not None or rule.max is not None:
+        if _is_real_dtype(series):
+            if rule.min is not None:
+                checks.append(pa.Check.ge(rule.min, name="min"))
+            if rule.max is not None:
+                checks.append(pa.Check.le(rule.max, name="max"))
+        elif dtype_ok:  # no dtype rule reports it: say why the range cannot be checked
+            _add(
+                report,
+                f"{name}_dtype",
+                int(series.notna().sum()),
+                f"column {name!r} has min/max rules but holds {series.dtype} values, not numbers",
+                f"convert {name!r} to numbers when reading, or drop its min/max rules",
+                column=name,
+            )
+    if rule.allowed is not None:
+        checks.append(pa.Check.isin(list(rule.allowed), name="allowed"))
+    return checks
+
+
+_HINTS = {
+    "dtype": "convert the column (df[col].astype(...), pd.to_numeric(...)), "
+    "or fix the schema's dtype",
+    "not_null": "drop or fill the rows without a value, or set nullable: true",
+    "min": "fix or drop those rows, or change the schema's min",
+    "max": "fix or drop those rows, or change the schema's max",
+    "allowed": "map or drop those values, or add them to the schema's allowed list",
+    "unique": "drop the duplicates (df.drop_duplicates(subset=[...])) or fix the source",
+}
+
+
+def _table_failures(
+    report: dict[str, Any],
+    df: pd.DataFrame,
+    rules: TableSchema,
+    cases: pd.DataFrame,
+    kinds: dict[tuple[str, int], str],
+) -> None:
+    def kind_of(row: Any) -> str:
+        check = str(row.check)
+        if check == "not_nullable":
+            return "not_null"
+        if check == "field_uniqueness":
+            return "unique"
+        number = row.check_number
+        if number is not None and not pd.isna(number):
+            return kinds.get((str(row.column), int(number)), check)
+        return check
+
+    cases = cases.assign(kind=[kind_of(r) for r in cases.itertuples(index=False)])
+    extra = cases[cases["kind"] == "column_in_schema"]
+    if len(extra):
+        names = list(dict.fromkeys(extra["failure_case"].astype(str)))
+        _add(
+            report,
+            "extra_columns",
+            len(df),
+            f"unexpected column {_shown(names)} (the schema is strict)",
+            "drop those columns (read_table_source(..., columns=[...])), add them to the "
+            "schema, or set strict: false",
+            examples=names,
+        )
+    combo = cases[cases["kind"] == "multiple_fields_uniqueness"]
+    if len(combo):
+        n = int(combo["index"].dropna().nunique())
+        key = list(rules.unique)
+        examples = [
+            {c: _jsonable(df.at[i, c]) for c in key}
+            for i in list(dict.fromkeys(combo["index"].dropna()))[:_MAX_SHOWN_VALUES]
+        ]
+        first = ", ".join(f"{c}={v!r}" for c, v in examples[0].items()) if examples else ""
+        _add(
+            report,
+            "+".join(key) + "_unique",
+            n,
+            f"({', '.join(key)}) not unique: {_rows(n)} {_repeat(n)} an earlier combination"
+            + (f" (e.g. {first})" if first else ""),
+            _HINTS["unique"],
+            examples=examples,
+        )
+    column_cases = cases[
+        cases["column"].notna()
+        & ~cases["kind"].isin(
+            ["column_in_schema", "column_in_dataframe", "multiple_fields_uniqueness"]
+        )
+    ]
+    for (column, kind), group in column_cases.groupby(["column", "kind"], sort=False):
+        rule = rules.columns.get(str(column), ColumnRule())
+        _column_failure(report, df, str(column), str(kind), group, rule)
+
+
+def _column_failure(
+    report: dict[str, Any],
+    df: pd.DataFrame,
+    column: str,
+    kind: str,
+    cases: pd.DataFrame,
+    rule: ColumnRule,
+) -> None:
+    n = int(cases["index"].notna().sum()) or len(cases)
+    values = list(dict.fromkeys(v for v in cases["failure_case"].tolist() if not _is_missing(v)))
+    shown = f" (values: {_shown(values)})" if values else ""
+    if kind == "dtype":
+        message = (
+            f"column {column!r} should hold {rule.dtype} values, found {df[column].dtype}"
+            f" on {_rows(n)}{shown}"
+        )
+    elif kind == "not_null":
+        message = f"{column} missing (null) on {_rows(n)}"
+        values = []
+    elif kind == "min":
+        message = f"{column} below min {_number(rule.min)} on {_rows(n)}{shown}"
+    elif kind == "max":
+        message = f"{column} above max {_number(rule.max)} on {_rows(n)}{shown}"
+    elif kind == "allowed":
+        allowed = ", ".join(map(str, rule.allowed or ()))
+        message = f"{column} outside {{{allowed}}} on {_rows(n)}{shown}"
+    elif kind == "unique":
+        message = f"{column} not unique: {_rows(n)} {_repeat(n)} an earlier value{shown}"
+    else:
+        message = f"{column}: check {kind} failed on {_rows(n)}{shown}"
+    hint = _HINTS.get(kind, "fix those rows or the schema")
+    if kind == "dtype" and rule.dtype == "datetime":
+        hint = f"parse it when reading: read_table_source(..., parse_dates=[{column!r}])"
+    _add(
+        report,
+        f"{column}_{kind}",
+        n,
+        message,
+        hint,
+        column=column,
+        examples=values,
+    )
+
+
+def _repeat(n: int) -> str:
+    return "repeats" if n == 1 else "repeat"
+
+
+def _is_missing(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# tables: quality checks (no schema needed)
+
+
+def _check_table_rows(report: dict[str, Any], df: pd.DataFrame, min_rows: int) -> None:
+    if len(df.columns) == 0:
+        _add(
+            report,
+            "columns",
+            0,
+            "the table has no columns",
+            "check the reader: the source held no header or no data",
+        )
+    if len(df) < min_rows:
+        found = "no rows" if not len(df) else f"{_rows(len(df))}"
+        _add(
+            report,
+            "min_rows",
+            len(df),
+            f"too few rows: {found}, expected at least {min_rows:,}",
+            "check the source and the steps before this one (filters, joins), "
+            "or lower the schema's min_rows",
+        )
+
+
+def _check_missing(report: dict[str, Any], df: pd.DataFrame, max_share: float) -> None:
+    if not len(df):
+        return
+    for column, n in report["missing_values"].items():
+        if not n:
+            continue
+        share = n / len(df)
+        if share == 1.0:
+            message = f"column {column!r} is empty: every value is missing"
+            if share > max_share:
+                _add(
+                    report,
+                    f"{column}_empty",
+                    n,
+                    message,
+                    "drop the column, or check the reader (a wrong delimiter or header)",
+                    column=column,
+                )
+            else:
+                report["warnings"].append(message)
+        elif share > max_share:
+            _add(
+                report,
+                f"{column}_missing",
+                n,
+                f"{column} missing on {_rows(n)} ({_pct(share)} > max {_pct(max_share)})",
+                "fill or drop the missing values, or raise max_missing_share",
+                column=column,
+            )
+
+
+def _check_duplicate_rows(report: dict[str, Any], df: pd.DataFrame, max_share: float) -> None:
+    if not len(df) or not len(df.columns):
+        return
+    try:
+        duplicated = df.duplicated()
+    except TypeError:  # unhashable values (lists, dicts) in some column
+        report["warnings"].append("duplicate rows not counted: some values are unhashable")
+        return
+    n = int(duplicated.sum())
+    report["duplicate_rows"] = n
+    if not n:
+        return
+    share = n / len(df)
+    message = f"duplicate rows: {_rows(n)} {_repeat(n)} an earlier row ({_pct(share)}"
+    if share > max_share:
+        _add(
+            report,
+            "duplicate_rows",
+            n,
+            f"{message} > max {_pct(max_share)})",
+            "deduplicate the data (df.drop_duplicates()), or raise max_duplicate_share",
+        )
+    else:
+        report["warnings"].append(message + ")")
+
+
+def _check_constant(report: dict[str, Any], df: pd.DataFrame) -> None:
+    if len(df) < 2:
+        return
+    constant: list[str] = []
+    for column in df.columns:
+        series = df[column]
+        if series.isna().all():
+            continue  # reported as empty
+        try:
+            distinct = series.nunique(dropna=False)
+        except TypeError:
+            continue
+        if distinct == 1:
+            constant.append(str(column))
+    report["constant_columns"] = constant
+    for column in constant:
+        value = _jsonable(df[column].iloc[0])
+        report["warnings"].append(
+            f"column {column!r} is constant ({value!r} on every row): it carries no information"
+        )
+
+
+def _format_table_report(report: dict[str, Any]) -> str:
+    lines = [
+        f"rows: {report['rows']:,}    columns: {report['columns']:,}    "
+        f"passed: {'yes' if report['passed'] else 'NO'}"
+    ]
+    constant = ", ".join(report["constant_columns"]) or "none"
+    lines.append(f"duplicate rows: {report['duplicate_rows']:,}    constant columns: {constant}")
+    incomplete = {c: v for c, v in report["completeness"].items() if v < 1.0}
+    if report["completeness"]:
+        lines.append(
+            "completeness: "
+            + (
+                ", ".join(f"{c} {_pct(v)}" for c, v in incomplete.items())
+                if incomplete
+                else "every column complete"
+            )
+        )
+    for title, key in (("violations", "violations"), ("warnings", "warnings")):
+        entries = report[key]
+        if entries:
+            lines.append(f"{title}:")
+            lines.extend(f"  - {_entry(e)}" for e in entries)
+    return "\n".join(lines)
