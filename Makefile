@@ -25,6 +25,7 @@ demo: $(BIN)/loopline ## the sentiment system end to end, offline
 lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports  # the layering contracts in pyproject.toml [tool.importlinter]
 
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
@@ -47,4 +48,4 @@ bench-drift: $(VENV)/.dev ## drift report vs Evidently and a scipy loop (builds 
 	$(BIN)/python benchmarks/drift.py
 
 clean:
-	rm -rf $(VENV) .loopline .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .loopline .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

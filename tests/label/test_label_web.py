@@ -295,8 +295,8 @@ def test_cli_serve_checks_the_queue_then_runs_uvicorn(
     import uvicorn
     from typer.testing import CliRunner
 
+    from loopline.cli.label import label_app
     from loopline.errors import LooplineError
-    from loopline.label.cli import label_app
 
     monkeypatch.setenv("LOOPLINE_PROJECT_ROOT", str(project))
     calls: list[dict[str, Any]] = []

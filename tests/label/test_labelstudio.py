@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from loopline.cli.label import label_app
 from loopline.errors import DataError, LooplineError
-from loopline.label.cli import label_app
 from loopline.label.labelstudio import (
     LabelStudioError,
     export_labelstudio,

@@ -11,10 +11,10 @@ import sqlalchemy as sa
 from sklearn.metrics import cohen_kappa_score
 from typer.testing import CliRunner
 
+from loopline.cli.label import label_app
 from loopline.core.metadata import SCHEMA_HEAD, MetadataStore
 from loopline.errors import DataError, LooplineError
 from loopline.label.agreement import agreement_report, load_vader_ratings
-from loopline.label.cli import label_app
 from loopline.label.queue import (
     HUMAN_LABEL_COLUMNS,
     LabelQueue,

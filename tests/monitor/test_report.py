@@ -21,11 +21,13 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
+from loopline.cli.monitor import monitor_app
 from loopline.config import load_settings
 from loopline.core import schema
+from loopline.core.feedback import record_feedback
 from loopline.core.metadata import MetadataStore
+from loopline.core.predlog import ParquetSink, PredictionRecord
 from loopline.errors import LooplineError
-from loopline.monitor.cli import monitor_app
 from loopline.monitor.profile import build_profile
 from loopline.monitor.report import (
     MonitorData,
@@ -36,8 +38,6 @@ from loopline.monitor.report import (
     print_summary,
     write_html,
 )
-from loopline.serve.feedback import record_feedback
-from loopline.serve.predlog import ParquetSink, PredictionRecord
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 CHROMIUM = "/usr/bin/chromium"

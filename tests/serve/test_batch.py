@@ -21,10 +21,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from typer.testing import CliRunner
 
+from loopline.cli.predict import predict_command
 from loopline.errors import DataError, LooplineError
 from loopline.registry.models import LoadedModel, ModelVersionInfo
 from loopline.serve import batch
-from loopline.serve.batch import predict_command, predict_file
+from loopline.serve.batch import predict_file
 
 GOOD = ["love", "great", "happy", "wonderful", "excellent"]
 BAD = ["hate", "awful", "sad", "terrible", "horrible"]

@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from loopline.core.feedback import join_feedback, read_feedback, record_feedback
 from loopline.core.metadata import MetadataStore
 from loopline.errors import DataError, LooplineError
-from loopline.serve.feedback import join_feedback, read_feedback, record_feedback
 
 
 @pytest.fixture

@@ -14,15 +14,15 @@ import pandas as pd
 import pytest
 
 from loopline.config import load_settings
-from loopline.errors import ConfigError, DataError, LooplineError
-from loopline.serve import predlog
-from loopline.serve.predlog import (
+from loopline.core import predlog
+from loopline.core.predlog import (
     BASE_COLUMNS,
     PredictionLogger,
     PredictionRecord,
     open_prediction_logger,
     read_predictions,
 )
+from loopline.errors import ConfigError, DataError, LooplineError
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -219,7 +219,7 @@ def test_failing_sink_is_retried_without_blocking_log(caplog: pytest.LogCaptureF
     logger = PredictionLogger("flaky", batch_size=5, flush_interval_s=0.01, sink=sink)
     logger.retry_initial_s = 0.01
     logger.start()
-    with caplog.at_level(logging.WARNING, logger="loopline.serve.predlog"):
+    with caplog.at_level(logging.WARNING, logger="loopline.core.predlog"):
         assert all(logger.log(record(i)) for i in range(50))
         assert logger.flush(timeout_s=10)
         logger.close()

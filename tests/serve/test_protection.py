@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from loopline.core.feedback import read_feedback
 from loopline.core.metadata import MetadataStore
 from loopline.registry.models import LoadedModel, ModelVersionInfo
 from loopline.serve import create_app, start_in_thread
-from loopline.serve.feedback import read_feedback
 
 with warnings.catch_warnings():
     # Starlette warns that its test client will move to the `httpx2` package; httpx works.

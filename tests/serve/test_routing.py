@@ -13,10 +13,10 @@ import orjson
 import pandas as pd
 import pytest
 
+from loopline.core.predlog import PredictionLogger, read_predictions
 from loopline.errors import LooplineError
 from loopline.registry.models import LoadedModel, ModelVersionInfo
 from loopline.serve import create_app, start_in_thread
-from loopline.serve.predlog import PredictionLogger, read_predictions
 from loopline.serve.routing import FixedModel, ModelSlot, Router, parse_canary
 
 

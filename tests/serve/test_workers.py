@@ -23,8 +23,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from loopline.config import load_settings
+from loopline.core.predlog import read_predictions
 from loopline.registry.project import open_registry
-from loopline.serve.predlog import read_predictions
 
 pytestmark = [
     # Both warnings come from inside MLflow 3.17 (SQLAlchemy 2 and pandas 3 deprecations).

@@ -5,7 +5,7 @@ review queue and is joined to the log by request id. This module turns such a jo
 into metrics per time window (or per N rows) and per model version, and looks for concept
 drift: performance that falls while the inputs barely move.
 
-Column conventions are those of the prediction log (:mod:`loopline.serve.predlog`):
+Column conventions are those of the prediction log (:mod:`loopline.core.predlog`):
 ``request_id``, ``ts`` (UTC), ``model_version``, ``prediction``, ``proba.<class>``,
 ``input.<column>``; the joined ground truth is ``label_true`` (missing = no feedback yet).
 """
@@ -176,11 +176,11 @@ def attach_labels(predictions: pd.DataFrame, feedback: pd.DataFrame) -> tuple[pd
     """Return ``predictions`` with ``label_true`` (missing where no feedback came back yet),
     and the number of feedback labels whose request id is not in ``predictions``.
 
-    ``feedback`` is what :func:`loopline.serve.feedback.read_feedback` returns. Labels are
-    matched by request id only (through :func:`loopline.serve.feedback.join_feedback`), so
+    ``feedback`` is what :func:`loopline.core.feedback.read_feedback` returns. Labels are
+    matched by request id only (through :func:`loopline.core.feedback.join_feedback`), so
     feedback for an unknown request id is counted and never attached to another prediction.
     """
-    from loopline.serve.feedback import join_feedback
+    from loopline.core.feedback import join_feedback
 
     _require(predictions, [REQUEST_ID], "the prediction log")
     if feedback.empty:

@@ -151,9 +151,9 @@ def load_monitor_data(
     Raises:
         LooplineError: nothing was logged for the model in the period.
     """
+    from loopline.core.feedback import read_feedback
     from loopline.core.metadata import MetadataStore
-    from loopline.serve.feedback import read_feedback
-    from loopline.serve.predlog import read_predictions
+    from loopline.core.predlog import read_predictions
 
     start, end = parse_since(since), parse_since(until)
     assert settings.prediction_log_url is not None and settings.metadata_url is not None

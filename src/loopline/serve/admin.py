@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hmac
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
@@ -30,11 +31,26 @@ from loopline.serve.routing import RegistryModel, Router
 
 if TYPE_CHECKING:
     from loopline.core.metadata import MetadataStore
-    from loopline.serve.app import PredictionService
 
-__all__ = ["add_admin_routes", "add_feedback_route"]
+__all__ = ["AdminService", "add_admin_routes", "add_feedback_route"]
 
 log = logging.getLogger(__name__)
+
+
+class AdminService(Protocol):
+    """What these routes use of the app's service (``loopline.serve.app.PredictionService``).
+
+    Declared here rather than imported, so that this module does not import the app that
+    mounts it (``app`` imports ``admin``; a cycle otherwise).
+    """
+
+    router: Router
+
+    @property
+    def api_keys(self) -> Sequence[bytes]: ...
+
+    def check_api_key(self, given: str | None) -> None: ...
+
 
 _MAX_ACTOR = 100
 _MAX_REASON = 500
@@ -43,12 +59,12 @@ _MAX_REASON = 500
 # --- feedback --------------------------------------------------------------------------------
 
 
-def add_feedback_route(app: FastAPI, service: PredictionService, store: MetadataStore) -> None:
+def add_feedback_route(app: FastAPI, service: AdminService, store: MetadataStore) -> None:
     """``POST /feedback {"request_id", "label"}``: ground truth joined to the prediction log.
 
     The label must be one of the served models' classes; API keys apply as for /predict.
     """
-    from loopline.serve.feedback import record_feedback
+    from loopline.core.feedback import record_feedback
 
     async def feedback(request: Request) -> Response:
         """Store the true label of an earlier prediction, by its request id."""
@@ -134,7 +150,7 @@ def _text_problem(payload: dict[str, Any], key: str) -> tuple[str, str] | None:
 # --- admin -----------------------------------------------------------------------------------
 
 
-def add_admin_routes(app: FastAPI, service: PredictionService, token: str) -> None:
+def add_admin_routes(app: FastAPI, service: AdminService, token: str) -> None:
     """``/admin/reload`` and ``/admin/rollback``, behind a bearer token."""
     expected = token.encode()
     router = service.router

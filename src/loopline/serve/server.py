@@ -117,7 +117,7 @@ def build_app(config: ServeConfig) -> FastAPI:
     registry = open_registry(settings, metadata)
     prediction_log = None
     if config.log_predictions:
-        from loopline.serve.predlog import open_prediction_logger
+        from loopline.core.predlog import open_prediction_logger
 
         prediction_log = open_prediction_logger(settings, start=False)
     return create_app(

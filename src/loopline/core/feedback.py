@@ -4,6 +4,8 @@
 monitoring reads them back with :func:`read_feedback` and pairs them with the prediction log
 using :func:`join_feedback`. Feedback for a request id that is not (yet) in the log is kept:
 the log is written asynchronously, so a label can arrive before its prediction is flushed.
+It sits in ``core`` beside the prediction log, for the same reason: ``serve`` writes it and
+``monitor`` reads it without importing ``serve``.
 """
 
 from __future__ import annotations

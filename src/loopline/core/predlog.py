@@ -14,6 +14,9 @@ a background thread writes the queue in batches to a *sink*, chosen by URL:
 
 :func:`read_predictions` reads either back as the same DataFrame (see :data:`BASE_COLUMNS`).
 
+A store like the metadata and artifact stores, so it lives in ``core``: ``serve`` writes it
+and ``monitor`` reads it without importing ``serve``.
+
 Durability, and what a crash can lose
 -------------------------------------
 A record is written at most ``flush_interval_s`` seconds after it was accepted, or as soon
@@ -289,8 +292,10 @@ def _row_dicts(records: Sequence[PredictionRecord]) -> list[dict[str, Any]]:
 
 
 def _sql_engine(url: str) -> sa.Engine:
+    from loopline.core.dburl import sqlalchemy_url
+
     try:
-        return sa.create_engine(url, pool_pre_ping=True, pool_size=2)
+        return sa.create_engine(sqlalchemy_url(url), pool_pre_ping=True, pool_size=2)
     except ModuleNotFoundError as exc:
         raise ConfigError(
             f"the driver for {url.split(':', 1)[0]} is not installed ({exc.name})",
@@ -304,7 +309,7 @@ def _sql_engine(url: str) -> sa.Engine:
 
 
 def _is_sql_url(url: str) -> bool:
-    return url.startswith(("postgresql:", "postgresql+"))
+    return url.startswith(("postgresql:", "postgresql+", "postgres:"))
 
 
 def _folder_of(url: str) -> Path | None:

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from loopline.cli_support import project_root
+from loopline.cli.support import project_root
 
 if TYPE_CHECKING:
     from loopline.serve.server import ServeConfig

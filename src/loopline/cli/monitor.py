@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from loopline.cli_support import JsonOpt, print_json, settings_from
+from loopline.cli.support import JsonOpt, print_json, settings_from
 from loopline.errors import LooplineError
 
 __all__ = ["monitor_app"]

@@ -15,12 +15,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from loopline.cli_support import JsonOpt, print_json
+from loopline.cli.label import label_app
+from loopline.cli.monitor import monitor_app
+from loopline.cli.predict import predict_command
+from loopline.cli.serve import serve_command
+from loopline.cli.support import JsonOpt, print_json
 from loopline.errors import LooplineError, StepFailed
-from loopline.label.cli import label_app
-from loopline.monitor.cli import monitor_app
-from loopline.serve.batch import predict_command
-from loopline.serve.cli import serve_command
 
 if TYPE_CHECKING:
     from loopline.config import Settings
@@ -72,13 +72,18 @@ def _settings() -> Settings:
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder to create the project in.")] = Path(),
     template: Annotated[
-        str, typer.Option("--template", "-t", help="Starter pipeline: sentiment.")
+        str,
+        typer.Option("--template", "-t", help="Starter pipeline: sentiment, spam or tabular."),
     ] = "sentiment",
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Real data (file or folder) to use instead of generated data."),
+    ] = None,
 ) -> None:
-    """Write a starter project: loopline.yaml and a short pipeline file."""
+    """Write a starter project: loopline.yaml, a short pipeline file and (generated) data."""
     from loopline.templates import write_template
 
-    written = write_template(directory, template)
+    written = write_template(directory, template, data)
     for path in written:
         out.print(f"[green]created[/] {path}")
     out.print(f"next: cd {directory} && loopline run {template}")

@@ -24,7 +24,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from loopline.cli_support import JsonOpt, print_json, settings_from
+from loopline.cli.support import JsonOpt, print_json, settings_from
 from loopline.errors import DataError, LooplineError
 
 if TYPE_CHECKING:
