@@ -11,8 +11,12 @@ from loopline.config import Settings
 from loopline.core.pipeline import Pipeline
 from loopline.errors import PipelineError
 
-# Reference systems that ship with Loopline, available in every project.
-BUILTIN_PIPELINES = {"sentiment": "loopline.examples.sentiment.pipeline:sentiment"}
+# Reference systems that ship with Loopline (the templates), available in every project.
+BUILTIN_PIPELINES = {
+    "sentiment": "loopline.templates.sentiment:sentiment",
+    "spam": "loopline.templates.spam:spam",
+    "tabular": "loopline.templates.tabular:tabular",
+}
 
 
 def resolve_pipeline(settings: Settings, name: str | None) -> tuple[str, Pipeline]:
@@ -46,6 +50,9 @@ def load_pipeline(ref: str, root: Path) -> Pipeline:
         path = (root / target).resolve()
         if not path.is_file():
             raise PipelineError(f"pipeline file not found: {path}", hint="check loopline.yaml")
+        # Sibling modules of the pipeline file (helpers) import as they would in a script.
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
         module_name = f"loopline_project.{path.stem}"
         spec = importlib.util.spec_from_file_location(module_name, path)
         assert spec and spec.loader

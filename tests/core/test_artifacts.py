@@ -36,7 +36,7 @@ def test_sklearn_model_is_stored_in_mlflow_format(tmp_path: Path) -> None:
     store = ArtifactStore(str(tmp_path / "a"))
     model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
     stored = store.save(model)
-    assert stored.materializer == "mlflow.sklearn"
+    assert stored.materializer == "mlflow.model"
     assert (store.local_folder(stored.hash) / "model" / "MLmodel").is_file()
     assert list(store.load(stored.hash).predict([[0.0], [3.0]])) == [0, 1]
 

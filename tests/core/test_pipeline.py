@@ -10,7 +10,7 @@ import pytest
 
 from loopline import pipeline, step
 from loopline.config import load_settings
-from loopline.core.pipeline import ArtifactInfo
+from loopline.core.dag import ArtifactInfo
 from loopline.errors import PipelineError, StepFailed
 
 CALLS: list[str] = []

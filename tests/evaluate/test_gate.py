@@ -22,23 +22,39 @@ def test_below_the_floor_fails_even_without_champion() -> None:
     assert "macro_f1 0.4200 < floor 0.6000" in decision.reasons
 
 
-def test_better_or_equal_candidate_beats_the_champion() -> None:
-    assert decide({"macro_f1": 0.81}, {"macro_f1": 0.80}, GateRules()).passed
-    assert decide({"macro_f1": 0.80}, {"macro_f1": 0.80}, GateRules()).passed
-
-
-def test_regression_beyond_the_allowance_fails_with_numbers() -> None:
-    decision = decide({"macro_f1": 0.78}, {"macro_f1": 0.80}, GateRules(max_regression=0.01))
-    assert not decision.passed
+def test_a_better_candidate_beats_the_champion() -> None:
+    decision = decide({"macro_f1": 0.81}, {"macro_f1": 0.80}, GateRules())
+    assert decision.passed
     assert decision.reasons[-1] == (
-        "macro_f1 0.7800 vs champion 0.8000: change -0.0200 exceeds the allowed drop of 0.0100"
+        "macro_f1 0.8100 vs champion 0.8000 (higher is better): gain +0.0100 meets the "
+        "required gain of 0.0010"
     )
 
 
-def test_small_regression_within_the_allowance_passes() -> None:
-    decision = decide({"macro_f1": 0.795}, {"macro_f1": 0.80}, GateRules(max_regression=0.01))
-    assert decision.passed
-    assert "within the allowed drop" in decision.reasons[-1]
+def test_a_tie_does_not_replace_the_champion_by_default() -> None:
+    decision = decide({"macro_f1": 0.80}, {"macro_f1": 0.80}, GateRules())
+    assert not decision.passed
+    assert "gain +0.0000 misses the required gain of 0.0010" in decision.reasons[-1]
+    assert decide({"macro_f1": 0.80}, {"macro_f1": 0.80}, GateRules(min_improvement=0)).passed
+
+
+def test_a_negative_min_improvement_tolerates_a_drop() -> None:
+    rules = GateRules(min_improvement=-0.01)
+    assert decide({"macro_f1": 0.795}, {"macro_f1": 0.80}, rules).passed
+    decision = decide({"macro_f1": 0.78}, {"macro_f1": 0.80}, rules)
+    assert not decision.passed
+    assert "gain -0.0200 misses the tolerated drop of 0.0100" in decision.reasons[-1]
+
+
+def test_lower_is_better_metrics_gate_the_other_way() -> None:
+    rules = GateRules(metric="rmse", min_value=10.0)
+    assert decide({"rmse": 4.0}, {"rmse": 5.0}, rules).passed
+    worse = decide({"rmse": 6.0}, {"rmse": 5.0}, rules)
+    assert not worse.passed
+    assert "(lower is better): gain -1.0000 misses" in worse.reasons[-1]
+    too_high = decide({"rmse": 11.0}, None, rules)
+    assert not too_high.passed
+    assert "rmse 11.0000 > ceiling 10.0000" in too_high.reasons[0]
 
 
 def test_other_metric_and_nested_paths() -> None:
@@ -83,10 +99,10 @@ def test_nan_counts_as_missing() -> None:
 
 
 def test_to_dict_is_json_and_records_the_rules() -> None:
-    decision = decide({"macro_f1": 0.7}, {"macro_f1": 0.6}, GateRules(max_regression=0.05))
+    decision = decide({"macro_f1": 0.7}, {"macro_f1": 0.6}, GateRules(min_improvement=0.05))
     as_dict = decision.to_dict()
     assert json.loads(json.dumps(as_dict)) == as_dict
     assert as_dict["passed"] is True
     assert as_dict["champion"] == {"macro_f1": 0.6}
-    assert as_dict["rules"]["max_regression"] == 0.05
+    assert as_dict["rules"]["min_improvement"] == 0.05
     assert isinstance(decision, GateDecision)

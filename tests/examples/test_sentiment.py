@@ -20,7 +20,7 @@ from loopline.config import load_settings
 from loopline.core.artifacts import ArtifactStore
 from loopline.core.metadata import MetadataStore
 from loopline.examples.sentiment.demo import run_demo
-from loopline.examples.sentiment.pipeline import sentiment
+from loopline.templates.sentiment import sentiment
 
 
 def loopline(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -43,7 +43,7 @@ def test_demo_runs_the_whole_loop_and_reruns_from_cache(project: Path) -> None:
     assert summary["gate"]["passed"] is True
     assert summary["model"]["version"] == "1" and summary["model"]["promoted"] is True
     assert summary["metrics"]["test"]["accuracy"] > 0.75
-    assert summary["metrics"]["gold"]["accuracy"] > 0.75
+    assert summary["metrics"]["held_out"]["accuracy"] > 0.75
     served = summary["serving"]
     assert served["url"].startswith("http://127.0.0.1:")
     assert len(served["predictions"]) == 5
@@ -70,7 +70,7 @@ def test_demo_runs_the_whole_loop_and_reruns_from_cache(project: Path) -> None:
     assert champion_moves[:2] == ["1", "2"]
     lineage = store.lineage("sentiment", "1")
     steps = {s["step"]: s for s in lineage["steps"]}
-    assert {"train", "split", "label", "ingest", "human_labels"} <= set(steps)
+    assert {"train", "split", "label", "read_text", "human_labels"} <= set(steps)
     assert steps["label"]["datasets"]["data"] == "tweets:v1"
     assert lineage["run"]["id"] == summary["run_id"]
     shown = loopline("lineage", "sentiment@champion", "--json", cwd=project)
@@ -82,15 +82,15 @@ def test_a_worse_candidate_is_registered_but_not_promoted(project: Path) -> None
     champion = run_demo(settings)["monitoring"]["retrain"]["champion"]
     from loopline.examples.sentiment.demo import generated_data
 
-    data, gold = generated_data(settings)
-    worse = sentiment.run(settings, source=str(data), gold=str(gold), C=0.0005)
+    data, held_out = generated_data(settings)
+    worse = sentiment.run(settings, source=str(data), gold=str(held_out), C=0.0005)
     decision = worse.load("gate")
     assert decision["passed"] is False
     assert decision["champion_version"] == champion
     registered = worse.load("register")
-    assert registered["promoted"] is False
-    assert registered["version"] == str(int(champion) + 1)
-    assert registered["champion"] == champion
+    assert registered.promoted is False
+    assert registered.version == str(int(champion) + 1)
+    assert registered.champion == champion
 
 
 @pytest.mark.postgres
@@ -207,7 +207,7 @@ def test_sigkill_during_training_then_rerun_resumes(project: Path, shared_data: 
     done = loopline("run", "sentiment", "--param", f"source={data}", "--json", cwd=project)
     assert done.returncode == 0, done.stderr
     steps = {k: v["status"] for k, v in json.loads(done.stdout)["steps"].items()}
-    assert steps["ingest"] == steps["label"] == steps["split"] == "cached"
+    assert steps["read_text"] == steps["label"] == steps["split"] == "cached"
     assert steps["train"] == "completed" and steps["register"] == "completed"
 
 
@@ -240,9 +240,9 @@ def test_audit_queues_items_and_human_labels_flow_into_the_next_run(project: Pat
     flipped = "negative" if task.payload.get("given_label") == "positive" else "positive"
     queue.submit(task.id, "alice", flipped)
 
-    data, gold = generated_data(settings)
-    result = sentiment.run(settings, source=str(data), gold=str(gold))
-    assert result.steps["ingest"].status == "cached"
+    data, held_out = generated_data(settings)
+    result = sentiment.run(settings, source=str(data), gold=str(held_out))
+    assert result.steps["read_text"].status == "cached"
     assert result.steps["human_labels"].status == "completed"
     assert result.steps["label"].status == "completed"
     labelled = result.load("label", "labelled").set_index("text")

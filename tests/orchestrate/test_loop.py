@@ -11,12 +11,12 @@ import pandas as pd
 
 from loopline.config import load_settings
 from loopline.core.metadata import MetadataStore
-from loopline.examples.sentiment.pipeline import sentiment
+from loopline.core.predlog import read_predictions
 from loopline.examples.sentiment.synthetic import generate_tweets
 from loopline.orchestrate.watch import Watcher
 from loopline.registry.project import open_registry
-from loopline.serve.predlog import read_predictions
 from loopline.serve.server import ServeConfig, build_app, start_in_thread
+from loopline.templates.sentiment import sentiment
 
 
 def send(url: str, frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -74,7 +74,7 @@ def test_serve_drift_alert_retrain_follow_then_automatic_rollback(project: Path)
     store = MetadataStore(settings.metadata_url or "")
     registry = open_registry(settings, store)
     first = sentiment.run(settings, source=str(early), audit_rows=0)
-    assert first.load("register")["promoted"] is True
+    assert first.load("register").promoted is True
 
     config = ServeConfig(
         model="sentiment@champion", project_root=str(project), options={"poll_interval_s": 0.2}

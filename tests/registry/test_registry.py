@@ -193,10 +193,10 @@ def test_registering_a_saved_model_folder_adds_signature_and_example(
     import mlflow.pyfunc
     from mlflow.models import Model
 
-    from loopline.registry.mlflow_env import save_sklearn_model
+    from loopline.train.mlflow_io import save_model
 
     saved = tmp_path / "model"
-    save_sklearn_model(model, saved)  # as the pipeline's artifact store holds it
+    save_model(model, saved)  # as the pipeline's artifact store holds it
     assert Model.load(str(saved / "MLmodel")).signature is None
     info = _register(registry, model, name, saved_model=saved)
     uri = registry.client.get_model_version_download_uri(name, info.version)

@@ -1,14 +1,19 @@
 """Materializers turn step outputs into files and back.
 
 Each writes into an empty folder it is given; the artifact store hashes that folder and
-moves it into place atomically. Register your own with :func:`register_materializer`.
-Checks use type names rather than imports so that choosing a materializer never imports
-pandas, numpy or scikit-learn just to say no.
+moves it into place atomically. Register your own with :func:`register_materializer`, or
+ship it in a package under the ``loopline.materializers`` entry-point group: that is how
+the model formats (``loopline.train``: scikit-learn, LightGBM and PyTorch models in the
+MLflow model format) plug in without the core knowing about MLflow. Checks use type names
+rather than imports so that choosing a materializer never imports pandas, numpy or
+scikit-learn just to say no.
 """
 
 from __future__ import annotations
 
 import pickle
+import threading
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -98,29 +103,23 @@ class JsonMaterializer:
         return orjson.loads((folder / "data.json").read_bytes())
 
 
-class SklearnModelMaterializer:
-    """scikit-learn estimators <-> the MLflow model format (``MLmodel`` + pickled model).
+class ModelVersionMaterializer:
+    """The :class:`~loopline.core.lineage.ModelVersion` a register step returns, as JSON."""
 
-    Pickle (cloudpickle) is chosen over skops for load speed: see ``save_sklearn_model``.
-    """
-
-    name = "mlflow.sklearn"
+    name = "loopline.model_version"
 
     def can_save(self, obj: Any) -> bool:
-        return _type_path(obj).startswith("sklearn.") and hasattr(obj, "fit")
+        return _type_path(obj) == "loopline.core.lineage.ModelVersion"
 
     def save(self, obj: Any, folder: Path) -> None:
-        from loopline.registry.mlflow_env import save_sklearn_model
-
-        save_sklearn_model(obj, folder / "model")
+        (folder / "data.json").write_bytes(
+            orjson.dumps(obj.to_dict(), option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
+        )
 
     def load(self, folder: Path) -> Any:
-        from loopline.registry.mlflow_env import quiet_mlflow
+        from loopline.core.lineage import ModelVersion
 
-        quiet_mlflow()
-        import mlflow.sklearn
-
-        return mlflow.sklearn.load_model(str(folder / "model"))
+        return ModelVersion.from_dict(orjson.loads((folder / "data.json").read_bytes()))
 
 
 class PickleMaterializer:
@@ -140,30 +139,60 @@ class PickleMaterializer:
             return pickle.load(handle)
 
 
-_MATERIALIZERS: list[Materializer] = [
+ENTRY_POINT_GROUP = "loopline.materializers"
+
+# Tried in order; plugins go after the built-in typed ones and before the pickle fallback.
+_BUILTIN: list[Materializer] = [
     DataFrameMaterializer(),
     NumpyMaterializer(),
-    SklearnModelMaterializer(),
+    ModelVersionMaterializer(),
     JsonMaterializer(),
-    PickleMaterializer(),
 ]
+_FALLBACK = PickleMaterializer()
+_registered: list[Materializer] = []
+_plugins: list[Materializer] | None = None
+_plugins_lock = threading.Lock()
 
 
 def register_materializer(materializer: Materializer) -> None:
     """Add a materializer; it is tried before the built-in ones."""
-    _MATERIALIZERS.insert(0, materializer)
+    _registered.insert(0, materializer)
+
+
+def _entry_point_materializers() -> list[Materializer]:
+    """Materializers of installed packages (loaded once, on first need)."""
+    global _plugins
+    if _plugins is None:
+        with _plugins_lock:
+            if _plugins is None:
+                found: list[Materializer] = []
+                for point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda p: p.name):
+                    found.append(point.load()())
+                _plugins = found
+    return _plugins
 
 
 def materializer_for(obj: Any) -> Materializer:
-    """The first registered materializer that can save ``obj``."""
-    return next(m for m in _MATERIALIZERS if m.can_save(obj))
+    """The first materializer that can save ``obj`` (pickle when none else can)."""
+    for materializer in (*_registered, *_BUILTIN):
+        if materializer.can_save(obj):
+            return materializer
+    for materializer in _entry_point_materializers():
+        if materializer.can_save(obj):
+            return materializer
+    return _FALLBACK
 
 
 def materializer_named(name: str) -> Materializer:
     """Look a materializer up by the name stored with an artifact."""
-    for materializer in _MATERIALIZERS:
+    candidates = (*_registered, *_BUILTIN, _FALLBACK)
+    for materializer in candidates:
         if materializer.name == name:
             return materializer
+    for materializer in _entry_point_materializers():
+        if name == materializer.name or name in getattr(materializer, "aliases", ()):
+            return materializer
     raise KeyError(
-        f"no materializer named {name!r} is registered; register it before loading this artifact"
+        f"no materializer named {name!r} is installed; install the package that provides it "
+        f"(entry-point group {ENTRY_POINT_GROUP!r}) or register it before loading this artifact"
     )

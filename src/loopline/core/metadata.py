@@ -25,7 +25,7 @@ from loopline.core.artifacts import StoredArtifact
 from loopline.errors import ConfigError, LooplineError
 
 # The newest migration; the store upgrades any older database to it on open.
-SCHEMA_HEAD = "0003_feedback_alerts"
+SCHEMA_HEAD = "0004_model_lineage"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -71,8 +71,10 @@ class MetadataStore:
                 cursor.close()
 
             return engine
+        from loopline.core.dburl import sqlalchemy_url
+
         try:
-            return sa.create_engine(url, pool_pre_ping=True)
+            return sa.create_engine(sqlalchemy_url(url), pool_pre_ping=True)
         except ModuleNotFoundError as exc:
             raise ConfigError(
                 f"the driver for {url.split(':', 1)[0]} is not installed ({exc.name})",
@@ -265,12 +267,14 @@ class MetadataStore:
         cached_from: str | None = None,
         error: str | None = None,
         dataset: tuple[str, str, int | None, str] | None = None,
+        model_versions: list[dict[str, Any]] | None = None,
     ) -> int | None:
         """Write a finished step run, its artifacts and edges in ONE transaction.
 
         ``outputs`` maps names to newly stored artifacts or to hashes already recorded.
         ``dataset`` = (name, artifact hash, rows, source) also records a dataset version;
-        the return value is that version number.
+        the return value is that version number. ``model_versions`` are the lineage rows of
+        model versions the step registered (see :meth:`_insert_model_version`).
         """
         ended = now()
         step_run_id = new_id()
@@ -309,6 +313,8 @@ class MetadataStore:
                 )
             if dataset is not None:
                 version = self._insert_dataset_version(conn, run_id, *dataset)
+            for row in model_versions or []:
+                self._insert_model_version(conn, run_id=run_id, **row)
         return version
 
     def _insert_artifact(self, conn: sa.Connection, art: StoredArtifact) -> None:
@@ -436,41 +442,59 @@ class MetadataStore:
             ).scalar()
 
     # -- model versions ----------------------------------------------------------
-    def record_model_version(
+    def _insert_model_version(
         self,
+        conn: sa.Connection,
         *,
         model_name: str,
         version: str,
         model_hash: str,
-        dataset_hash: str | None,
-        dataset_version: str | None,
-        mlflow_run_id: str | None,
         run_id: str | None,
+        dataset_hash: str | None = None,
+        dataset_version: str | None = None,
+        mlflow_run_id: str | None = None,
         profile_hash: str | None = None,
+        datasets: list[str] | None = None,
+        recipe: str | None = None,
     ) -> None:
-        """Link a registered model version to the artifact, data and reference profile
-        it came from."""
+        """Link a registered model version to the artifact, data, reference profile and
+        recipe it came from (the first record of a version wins)."""
         mv = schema.model_versions
+        known = conn.execute(
+            sa.select(mv.c.version).where(mv.c.model_name == model_name, mv.c.version == version)
+        ).scalar()
+        if known is not None:
+            return
+        conn.execute(
+            mv.insert().values(
+                model_name=model_name,
+                version=version,
+                model_hash=model_hash,
+                dataset_hash=dataset_hash,
+                dataset_version=dataset_version,
+                mlflow_run_id=mlflow_run_id,
+                run_id=run_id,
+                profile_hash=profile_hash,
+                datasets=None if datasets is None else _dumps(datasets),
+                recipe=recipe,
+                created_at=now(),
+            )
+        )
+
+    def record_model_version(self, **row: Any) -> None:
+        """Record a model version's lineage outside a pipeline run (tests, imports)."""
         with self._tx() as conn:
-            known = conn.execute(
-                sa.select(mv.c.version).where(
-                    mv.c.model_name == model_name, mv.c.version == version
-                )
-            ).scalar()
-            if known is None:
-                conn.execute(
-                    mv.insert().values(
-                        model_name=model_name,
-                        version=version,
-                        model_hash=model_hash,
-                        dataset_hash=dataset_hash,
-                        dataset_version=dataset_version,
-                        mlflow_run_id=mlflow_run_id,
-                        run_id=run_id,
-                        profile_hash=profile_hash,
-                        created_at=now(),
-                    )
-                )
+            self._insert_model_version(conn, **row)
+
+    def version_by_recipe(self, model_name: str, recipe: str) -> str | None:
+        """The first version of ``model_name`` trained from this recipe (see producer_key)."""
+        mv = schema.model_versions
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(mv.c.version).where(mv.c.model_name == model_name, mv.c.recipe == recipe)
+            ).scalars()
+            versions = [str(v) for v in rows]
+        return min(versions, key=int) if versions else None
 
     def model_version(self, model_name: str, version: str) -> dict[str, Any] | None:
         """Lineage of one model version (None if Loopline did not register it)."""
@@ -479,7 +503,55 @@ class MetadataStore:
             row = conn.execute(
                 sa.select(mv).where(mv.c.model_name == model_name, mv.c.version == version)
             ).first()
-        return None if row is None else dict(row._mapping)
+        if row is None:
+            return None
+        found = dict(row._mapping)
+        found["datasets"] = orjson.loads(found["datasets"]) if found["datasets"] else []
+        return found
+
+    def producer_key(self, digest: str) -> str | None:
+        """The cache key of the first completed step run that produced artifact ``digest``."""
+        sr, sa_ = schema.step_runs, schema.step_artifacts
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sr.c.cache_key)
+                .join(sa_, sa_.c.step_run_id == sr.c.id)
+                .where(
+                    sa_.c.artifact_hash == digest,
+                    sa_.c.direction == "output",
+                    sr.c.status == "completed",
+                )
+                .order_by(sr.c.started_at)
+                .limit(1)
+            ).scalar()
+
+    def upstream_datasets(self, digest: str) -> list[dict[str, Any]]:
+        """Every dataset version among ``digest`` and the artifacts it was computed from.
+
+        Each entry: ``name``, ``version``, ``label`` (``name:vN``), ``hash`` and ``rows``;
+        sorted by name and version.
+        """
+        hashes = {digest}
+        for step in self._producers(digest):
+            hashes.update(step["inputs"].values())
+        dv = schema.dataset_versions
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(dv.c.name, dv.c.version, dv.c.artifact_hash, dv.c.rows).where(
+                    dv.c.artifact_hash.in_(sorted(hashes))
+                )
+            ).all()
+        found = [
+            {
+                "name": str(r.name),
+                "version": int(r.version),
+                "label": f"{r.name}:v{r.version}",
+                "hash": str(r.artifact_hash),
+                "rows": r.rows,
+            }
+            for r in rows
+        ]
+        return sorted(found, key=lambda d: (d["name"], d["version"]))
 
     # -- alerts --------------------------------------------------------------------
     def record_alert(

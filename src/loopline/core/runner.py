@@ -1,10 +1,18 @@
 """Executes a DAG: cache look-ups, parallel steps, atomic artifacts, one transaction per step.
 
-A step's cache key is the hash of its code, its parameters (with local files named by
-path parameters hashed by content) and the hashes of its input artifacts. A hit reuses the
-recorded outputs without loading them; anything downstream of a change re-runs, because
-its input hashes change. A run that dies (even by SIGKILL) leaves completed steps recorded
-and artifacts either whole or absent, so the next run resumes from there.
+A step's cache key is the hash of its code (the function, the helpers it references, every
+project module it reaches, the versions of the libraries involved: see
+:mod:`loopline.core.fingerprint`), its parameters (estimators and functions by their code
+and settings, local files named by path parameters by content), the outside state the step
+declares (``cache_extra``) and the hashes of its input artifacts. A hit reuses the recorded
+outputs without loading them; anything downstream of a change re-runs, because its input
+hashes change. A run that dies (even by SIGKILL) leaves completed steps recorded and
+artifacts either whole or absent, so the next run resumes from there.
+
+Lineage is recorded here, never by a step: a step that returns a
+:class:`~loopline.core.lineage.ModelVersion` gets that version linked to its model
+artifact, reference profile, recipe and upstream dataset versions in the step's own
+transaction.
 """
 
 from __future__ import annotations
@@ -25,12 +33,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
+
 from loopline.config import Settings
 from loopline.core.artifacts import ArtifactStore, StoredArtifact
 from loopline.core.codeversion import code_version
+from loopline.core.dag import ArtifactInfo, Dag, Node, Output
+from loopline.core.fingerprint import code_fingerprint, value_fingerprint
 from loopline.core.hashing import canonical_json, hash_tree, sha256_bytes
+from loopline.core.lineage import ModelVersion
 from loopline.core.metadata import MetadataStore, now
-from loopline.core.pipeline import ArtifactInfo, Dag, Node, Output
 from loopline.errors import LooplineError, PipelineError, StepFailed
 
 StepStatus = Literal["pending", "running", "completed", "cached", "failed", "skipped"]
@@ -63,8 +75,9 @@ class RunContext:
     """The project's stores, for the few steps whose job is a side effect (e.g. register).
 
     A step receives it by annotating a parameter ``RunContext``; ``cache_extra`` hooks get
-    it too. It never enters a cache key. It pickles without its open stores, so a step in a
-    child process reopens them from the settings.
+    it too. It never enters a cache key. ``inputs`` maps the step's input parameters to
+    their artifact hashes. It pickles without its open stores, so a step in a child
+    process reopens them from the settings.
     """
 
     def __init__(
@@ -73,11 +86,32 @@ class RunContext:
         run_id: str,
         metadata: MetadataStore | None = None,
         artifacts: ArtifactStore | None = None,
+        inputs: dict[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.run_id = run_id
+        self.inputs = dict(inputs or {})
         self._metadata = metadata
         self._artifacts = artifacts
+
+    def input_hash(self, name: str) -> str:
+        """The artifact hash of the step's input parameter ``name``."""
+        try:
+            return self.inputs[name]
+        except KeyError:
+            raise PipelineError(
+                f"this step has no input {name!r} (inputs: {', '.join(self.inputs) or 'none'})",
+                hint="pass the output of another step to that parameter",
+            ) from None
+
+    def upstream_datasets(self, name: str) -> list[dict[str, Any]]:
+        """Every dataset version the input ``name`` was computed from (name, version, ...)."""
+        return self.metadata.upstream_datasets(self.input_hash(name))
+
+    def recipe_of(self, name: str) -> str | None:
+        """The cache key of the step run that produced input ``name``: the same inputs,
+        code and parameters give the same recipe even when the output bytes differ."""
+        return self.metadata.producer_key(self.input_hash(name))
 
     @property
     def metadata(self) -> MetadataStore:
@@ -94,10 +128,12 @@ class RunContext:
         return self._artifacts
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"settings": self.settings, "run_id": self.run_id}
+        return {"settings": self.settings, "run_id": self.run_id, "inputs": self.inputs}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["settings"], state["run_id"])  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            state["settings"], state["run_id"], inputs=state.get("inputs")
+        )
 
 
 @dataclass
@@ -158,6 +194,8 @@ class Runner:
         self.max_workers = max_workers or settings.max_workers
         self.on_event = on_event
         self._file_hashes: dict[str, str] = {}
+        self._static_keys: dict[str, tuple[str, str]] = {}  # node -> (code, code+params)
+        self._shown_params: dict[str, dict[str, Any]] = {}  # node -> params as recorded
 
     def close(self) -> None:
         """Release the metadata store if this runner opened it."""
@@ -168,6 +206,8 @@ class Runner:
     def run(self, dag: Dag, *, use_cache: bool = True) -> RunResult:
         """Execute ``dag``; raises :class:`StepFailed` (after recording) if a step fails."""
         started = time.perf_counter()
+        # Every parameter is checked (and fingerprinted) before anything runs or is recorded.
+        self._static_keys = {node.name: self._static_key(node) for node in dag.nodes}
         version = code_version(self.settings.project_root)
         run_id = self.metadata.start_run(
             dag.pipeline, dag.params, version.commit, version.dirty_hash, self.executor
@@ -280,8 +320,8 @@ class Runner:
                 run_id=result.run_id,
                 step=node.name,
                 cache_key=key,
-                code_hash=node.step.code_hash,
-                params=node.params,
+                code_hash=self._static_keys[node.name][0],
+                params=self._shown_params[node.name],
                 status="failed",
                 started_at=started_at,
                 inputs=inputs,
@@ -291,17 +331,19 @@ class Runner:
             self._emit(result.run_id, node.name, "failed", step_result.duration_s)
             raise
         dataset = self._dataset_record(node, stored, result)
+        versions = self._model_versions(node, inputs, stored, result)
         step_result.dataset_version = self.metadata.record_step(
             run_id=result.run_id,
             step=node.name,
             cache_key=key,
-            code_hash=node.step.code_hash,
-            params=node.params,
+            code_hash=self._static_keys[node.name][0],
+            params=self._shown_params[node.name],
             status="completed",
             started_at=started_at,
             inputs=inputs,
             outputs=dict(stored),
             dataset=dataset,
+            model_versions=versions,
         )
         step_result.outputs = {name: art.hash for name, art in stored.items()}
         step_result.status = "completed"
@@ -318,7 +360,7 @@ class Runner:
                 self._artifact_info(digest) if arg in info_params else result_load(result, digest)
             )
         for arg in node.step.context_params():
-            kwargs[arg] = self._context(result.run_id)
+            kwargs[arg] = self._context(result.run_id, inputs)
         value = node.step.fn(**kwargs)
         values = _split_outputs(node.name, node.step.outputs, value)
         stored = {}
@@ -337,7 +379,7 @@ class Runner:
             for arg, digest in inputs.items()
         }
         for arg in node.step.context_params():
-            values[arg] = self._context(result.run_id)
+            values[arg] = self._context(result.run_id, inputs)
         return values
 
     def _try_cache(
@@ -360,15 +402,15 @@ class Runner:
         step_result.outputs = outputs
         step_result.cached_from = source_id
         step_result.status = "cached"
-        if node.step.dataset:
-            digest = next(iter(outputs.values()))
-            step_result.dataset_version = self.metadata.dataset_version(node.step.dataset, digest)
+        if node.dataset:
+            digest = outputs[node.step.outputs[0]]
+            step_result.dataset_version = self.metadata.dataset_version(node.dataset, digest)
         self.metadata.record_step(
             run_id=result.run_id,
             step=node.name,
             cache_key=key,
-            code_hash=node.step.code_hash,
-            params=node.params,
+            code_hash=self._static_keys[node.name][0],
+            params=self._shown_params[node.name],
             status="cached",
             started_at=started_at,
             inputs=inputs,
@@ -381,20 +423,46 @@ class Runner:
     def _input_hash(self, out: Output, result: RunResult) -> str:
         return result.steps[out.node.name].outputs[out.name]
 
-    def _cache_key(self, node: Node, inputs: dict[str, str]) -> str:
+    def _static_key(self, node: Node) -> tuple[str, str]:
+        """(code fingerprint, key of code + parameters + outputs): what a run cannot change."""
+        root = self.settings.project_root
+        extra = node.step.cache_extra
+        code = sha256_bytes(
+            code_fingerprint(node.step.fn, root).encode(),
+            code_fingerprint(extra, root).encode() if extra is not None else b"",
+            node.step.version.encode(),
+        )
         params = dict(node.params)
         for name in node.step.path_params():
             value = params.get(name)
             if isinstance(value, str | Path) and "://" not in str(value):
                 params[name] = {"path": str(value), "content": self._fingerprint(Path(value))}
+        parts = [code.encode(), canonical_json(list(node.step.outputs))]
+        shown: dict[str, Any] = {}
+        for name in sorted(params):
+            try:
+                value = value_fingerprint(params[name], root)
+            except TypeError as exc:
+                raise PipelineError(
+                    f"parameter '{name}' of step '{node.name}' cannot be part of a cache key: "
+                    f"{exc}",
+                    hint="pass JSON-able values, paths, estimators or functions as parameters; "
+                    "pass data as the output of another step",
+                ) from None
+            parts.append(name.encode() + b"=" + value)
+            # Recorded as given when JSON-able, else as its description (class, settings, code).
+            given = node.params.get(name)
+            shown[name] = given if _is_json(given) else orjson.loads(value)
+        self._shown_params[node.name] = shown
+        return code, sha256_bytes(*parts)
+
+    def _cache_key(self, node: Node, inputs: dict[str, str]) -> str:
         extra = ""
         if node.step.cache_extra is not None:
-            extra = node.step.cache_extra(self._context(""), node.params, inputs)
+            extra = node.step.cache_extra(self._context("", inputs), node.params, inputs)
         return sha256_bytes(
-            node.step.code_hash.encode(),
-            canonical_json(params),
+            self._static_keys[node.name][1].encode(),
             canonical_json(sorted(inputs.items())),
-            canonical_json(list(node.step.outputs)),
             extra.encode(),
         )
 
@@ -407,15 +475,55 @@ class Runner:
     def _dataset_record(
         self, node: Node, stored: dict[str, StoredArtifact], result: RunResult
     ) -> tuple[str, str, int | None, str] | None:
-        if not node.step.dataset:
+        if not node.dataset:
             return None
-        art = next(iter(stored.values()))
+        art = stored[node.step.outputs[0]]
         obj = result.objects.get(art.hash)
         rows = len(obj) if obj is not None and hasattr(obj, "__len__") else None
-        return node.step.dataset, art.hash, rows, canonical_json(node.params).decode()
+        source = value_fingerprint(node.params, self.settings.project_root).decode(errors="replace")
+        return node.dataset, art.hash, rows, source
 
-    def _context(self, run_id: str) -> RunContext:
-        return RunContext(self.settings, run_id, self.metadata, self.artifacts)
+    def _model_versions(
+        self,
+        node: Node,
+        inputs: dict[str, str],
+        stored: dict[str, StoredArtifact],
+        result: RunResult,
+    ) -> list[dict[str, Any]]:
+        """Lineage rows for the model versions a step returned (see ModelVersion)."""
+        rows = []
+        for art in stored.values():
+            obj = result.objects.get(art.hash)
+            if obj is None and art.materializer == "loopline.model_version":
+                obj = self.artifacts.load(art.hash)  # written by a child process
+            if not isinstance(obj, ModelVersion):
+                continue
+            model_hash = inputs.get(obj.model_input)
+            if model_hash is None:
+                raise PipelineError(
+                    f"step '{node.name}' returned a model version but has no input "
+                    f"{obj.model_input!r} holding the model",
+                    hint="pass the trained model to that parameter",
+                )
+            datasets = self.metadata.upstream_datasets(model_hash)
+            primary = max(datasets, key=lambda d: (d["rows"] or 0, d["name"]), default=None)
+            rows.append(
+                {
+                    "model_name": obj.name,
+                    "version": obj.version,
+                    "model_hash": model_hash,
+                    "profile_hash": inputs.get(obj.reference_input or ""),
+                    "mlflow_run_id": obj.mlflow_run_id,
+                    "dataset_hash": primary["hash"] if primary else None,
+                    "dataset_version": primary["label"] if primary else None,
+                    "datasets": [d["label"] for d in datasets],
+                    "recipe": self.metadata.producer_key(model_hash),
+                }
+            )
+        return rows
+
+    def _context(self, run_id: str, inputs: dict[str, str] | None = None) -> RunContext:
+        return RunContext(self.settings, run_id, self.metadata, self.artifacts, inputs)
 
     def _artifact_info(self, digest: str) -> ArtifactInfo:
         found = self.metadata.dataset_of(digest)
@@ -458,6 +566,14 @@ def _serial_imports() -> Iterator[None]:
             _import_users -= 1
             if _import_users == 0:
                 builtins.__import__ = _plain_import
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        canonical_json(value)
+    except TypeError:
+        return False
+    return True
 
 
 def result_load(result: RunResult, digest: str) -> Any:

@@ -106,6 +106,10 @@ model_versions = sa.Table(
     # The reference profile (an artifact) that monitoring compares live traffic with.
     sa.Column("profile_hash", sa.String(64)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # (migration 0004) JSON list of every dataset version upstream of the model, and the
+    # cache key of the step that produced the model: same recipe, same model.
+    sa.Column("datasets", sa.Text),
+    sa.Column("recipe", sa.String(64), index=True),
 )
 
 # -- human labeling (migration 0002_label_queue) ---------------------------------------------

@@ -1,9 +1,14 @@
 """Promotion gate: decide whether a candidate model may replace the champion.
 
-The gate is deliberately plain: absolute floors plus "not worse than the champion by more
-than ``max_regression``" on one metric. Every check adds a readable sentence with the
-numbers to ``reasons``, passed or not, so the decision stored in the audit trail explains
-itself. Metrics are assumed higher-is-better (accuracy, F1, ROC AUC).
+The gate is deliberately plain: an absolute floor plus "better than the champion by at
+least ``min_improvement``" on one metric, in that metric's direction (higher is better for
+accuracy, F1, AUC, average precision; lower for RMSE, MAE, log loss). Every check adds a
+readable sentence with the numbers to ``reasons``, passed or not, so the decision stored in
+the audit trail explains itself.
+
+The tie rule is explicit: ``min_improvement`` defaults to 0.001, so a retrain that is only
+as good as the champion (the same data and settings, say) never replaces it. Set it to 0 to
+promote on ties, or negative to tolerate a small drop.
 
 The gate fails closed: a metric it cannot find or read counts as a failed check, because
 promoting a model nobody could score is worse than asking a human to look.
@@ -19,21 +24,36 @@ from typing import Any
 GOLD_ACCURACY_KEYS = ("gold_accuracy", "gold.accuracy")
 
 
+DEFAULT_MIN_IMPROVEMENT = 0.001
+
+
 @dataclass(frozen=True)
 class GateRules:
     """Thresholds of the promotion gate.
 
     ``metric`` may be a dotted path into nested metrics (``"slices.short.accuracy"``).
-    ``min_value`` is an absolute floor for it; ``max_regression`` is the largest drop
-    allowed against the champion (0.0: must be at least as good). ``min_gold_accuracy``,
-    when set, also requires ``gold_accuracy`` (or ``gold.accuracy``) in the candidate's
-    metrics to reach that value.
+    ``min_value`` is an absolute floor for it (a ceiling when lower is better; None: no
+    floor). ``min_improvement`` is the smallest gain over the champion, in the metric's
+    direction, that promotes (negative: the largest drop tolerated).
+    ``greater_is_better`` overrides the direction known for the metric's name.
+    ``min_gold_accuracy``, when set, also requires ``gold_accuracy`` (or
+    ``gold.accuracy``) in the candidate's metrics to reach that value.
     """
 
     metric: str = "macro_f1"
-    min_value: float = 0.5
-    max_regression: float = 0.0
+    min_value: float | None = 0.5
+    min_improvement: float = DEFAULT_MIN_IMPROVEMENT
+    greater_is_better: bool | None = None
     min_gold_accuracy: float | None = None
+
+    @property
+    def higher_is_better(self) -> bool:
+        """The direction of :attr:`metric` (higher is better unless known otherwise)."""
+        if self.greater_is_better is not None:
+            return self.greater_is_better
+        from loopline.evaluate.metrics import greater_is_better
+
+        return greater_is_better(self.metric) is not False
 
 
 @dataclass
@@ -66,7 +86,7 @@ def decide(
 
     It passes when its ``rules.metric`` reaches ``rules.min_value``, its gold accuracy
     reaches ``rules.min_gold_accuracy`` (if set), and — when there is a champion — its
-    metric is not lower than the champion's by more than ``rules.max_regression``.
+    metric beats the champion's by at least ``rules.min_improvement``.
     """
     rules = rules or GateRules()
     checks = [_check_floor(candidate_metrics, rules)]
@@ -89,9 +109,13 @@ def _check_floor(candidate: dict[str, Any], rules: GateRules) -> tuple[bool, str
     value = metric_value(candidate, rules.metric)
     if value is None:
         return False, _missing("candidate", rules.metric, candidate)
-    ok = value >= rules.min_value
-    sign = ">=" if ok else "<"
-    return ok, f"{rules.metric} {value:.4f} {sign} floor {rules.min_value:.4f}"
+    if rules.min_value is None:
+        return True, f"{rules.metric} {value:.4f} (no floor set)"
+    if rules.higher_is_better:
+        ok = value >= rules.min_value
+        return ok, f"{rules.metric} {value:.4f} {'>=' if ok else '<'} floor {rules.min_value:.4f}"
+    ok = value <= rules.min_value
+    return ok, f"{rules.metric} {value:.4f} {'<=' if ok else '>'} ceiling {rules.min_value:.4f}"
 
 
 def _check_gold(candidate: dict[str, Any], floor: float) -> tuple[bool, str]:
@@ -119,12 +143,16 @@ def _check_regression(
             _missing("champion", rules.metric, champion)
             + "; re-evaluate the champion on the same data or promote by hand"
         )
-    change = new - old
-    ok = change >= -rules.max_regression
-    verdict = "within" if ok else "exceeds"
+    gain = new - old if rules.higher_is_better else old - new
+    ok = gain >= rules.min_improvement
+    direction = "higher" if rules.higher_is_better else "lower"
+    if rules.min_improvement >= 0:
+        needed = f"the required gain of {rules.min_improvement:.4f}"
+    else:
+        needed = f"the tolerated drop of {-rules.min_improvement:.4f}"
     return ok, (
-        f"{rules.metric} {new:.4f} vs champion {old:.4f}: change {change:+.4f} "
-        f"{verdict} the allowed drop of {rules.max_regression:.4f}"
+        f"{rules.metric} {new:.4f} vs champion {old:.4f} ({direction} is better): gain "
+        f"{gain:+.4f} {'meets' if ok else 'misses'} {needed}"
     )
 
 

@@ -31,6 +31,7 @@ def label_texts(
     lfs: Sequence[LabelingFunction] = DEFAULT_TEXT_LFS,
     dev_rows: int = 2_000,
     seed: int = 0,
+    keep_given: bool = True,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Label every row it can; return ``(labelled frame, report)``.
 
@@ -38,6 +39,10 @@ def label_texts(
     keep it. The frame gains ``label_source``, ``lfs`` and ``sample_weight`` columns; rows no source
     could label are dropped (counted in the report). The report holds the LF analysis
     (``lf_summary``), any LF problems, and the counts per label source.
+
+    ``keep_given=False`` is weak supervision proper: the rows' own labels serve only as the
+    dev set of the LF analysis (``dev_rows`` of them), and every row is labelled by the
+    label model (labels with a ``label_source``, such as human ones, still count).
     """
     labels = list(label_set)
     frame = df.reset_index(drop=True).copy()
@@ -45,11 +50,20 @@ def label_texts(
         frame["label"] = None
     given = frame["label"].notna().to_numpy()
     dev = _dev_sample(np.flatnonzero(given), dev_rows, seed)
+    voted_labels_all = frame["label"].to_numpy().copy()
+    if not keep_given:
+        sourced = (
+            frame["label_source"].notna().to_numpy()
+            if "label_source" in frame
+            else np.zeros(len(frame), dtype=bool)
+        )
+        frame.loc[~sourced, "label"] = None
+        given = given & sourced
     to_vote = np.union1d(np.flatnonzero(~given), dev)
     matrix = apply_lfs(frame.iloc[to_vote], list(lfs), label_set=labels)
     names = matrix.lf_names
-    voted_labels = frame["label"].to_numpy()[to_vote]
-    summary = _dev_summary(matrix.L, names, voted_labels, given[to_vote], labels)
+    is_dev = np.isin(to_vote, dev)
+    summary = _dev_summary(matrix.L, names, voted_labels_all[to_vote], is_dev, labels)
 
     sources = np.full(len(frame), None, dtype=object)
     sources[given] = "given"

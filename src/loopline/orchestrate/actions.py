@@ -94,6 +94,7 @@ _ACTIONS = {"log": _log, "webhook": _webhook, "retrain": _retrain, "rollback": _
 
 def retrain(settings: Settings, config: MonitoringConfig, *, reason: str) -> dict[str, Any]:
     """Run the configured training pipeline; its gate decides about promotion."""
+    from loopline.core.lineage import ModelVersion
     from loopline.project import resolve_pipeline
 
     if config.retrain is None:
@@ -103,9 +104,14 @@ def retrain(settings: Settings, config: MonitoringConfig, *, reason: str) -> dic
     log.warning("retraining %s: %s", name, reason)
     result = pipe.run(settings, **params)
     outcome: dict[str, Any] = {"run_id": result.run_id, "pipeline": name}
-    if "register" in result.steps:
-        registered = result.load("register")
-        outcome |= {k: registered.get(k) for k in ("version", "promoted", "champion")}
+    for step in result.steps:
+        registered = result.load(step) if step.startswith("register") else None
+        if isinstance(registered, ModelVersion):
+            outcome |= {
+                "version": registered.version,
+                "promoted": registered.promoted,
+                "champion": registered.champion,
+            }
     return outcome
 
 

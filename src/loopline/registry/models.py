@@ -20,7 +20,6 @@ same MLmodel, no global state.
 from __future__ import annotations
 
 import math
-import os
 import re
 import shutil
 import tempfile
@@ -32,7 +31,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from loopline.errors import DataError, LooplineError, ModelNotFound
-from loopline.registry.mlflow_env import describe_saved_model, quiet_mlflow, save_sklearn_model
+from loopline.train.mlflow_io import (
+    describe_saved_model,
+    load_as_model,
+    quiet_mlflow,
+    save_model,
+    signature_types,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -93,12 +98,19 @@ class ModelVersionInfo:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model version loaded into memory, ready to score DataFrames."""
+    """A model version loaded into memory, ready to score DataFrames.
+
+    ``model`` is a :class:`~loopline.train.model.Model` for versions loaded from the
+    registry; ``input_types`` maps each input column to its MLflow type name (``string``,
+    ``double``, ``long``, ``boolean``...) when the version has a signature.
+    """
 
     info: ModelVersionInfo
     model: Any
     input_columns: list[str]
     classes: list[str]
+    input_types: dict[str, str] = field(default_factory=dict)
+    task: str = "classification"
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Class probabilities (columns in the order of :attr:`classes`) for ``frame``.
@@ -272,7 +284,7 @@ class ModelRegistry:
                 shutil.copytree(saved_model, path)
                 describe_saved_model(path, signature=signature, input_example=input_example)
             else:
-                save_sklearn_model(model, path, signature=signature, input_example=input_example)
+                save_model(model, path, signature=signature, input_example=input_example)
             self.client.log_artifacts(run_id, str(path), MODEL_ARTIFACT_PATH)
 
     def _create_version(
@@ -300,21 +312,23 @@ class ModelRegistry:
         return _info(found, aliases=_aliases_of(found), metrics=self._run_metrics(found.run_id))
 
     def load(self, ref: str) -> LoadedModel:
-        """Resolve ``ref`` and load that version's scikit-learn model into memory."""
+        """Resolve ``ref`` and load that version's model (any flavour) into memory."""
         import mlflow.artifacts
-        import mlflow.sklearn
-        from mlflow.models import Model
 
         info = self.resolve(ref)
         uri = self.client.get_model_version_download_uri(info.name, info.version)
         # A local file:// artifact comes back as its own path (no copy); remote stores
         # are downloaded once and both the model and its MLmodel are read from there.
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri)
-        model = mlflow.sklearn.load_model(local)
-        signature = Model.load(os.path.join(local, "MLmodel")).signature
-        input_columns = list(signature.inputs.input_names()) if signature else []
-        classes = [str(c) for c in getattr(model, "classes_", [])]
-        return LoadedModel(info=info, model=model, input_columns=input_columns, classes=classes)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        model = load_as_model(local)
+        return LoadedModel(
+            info=info,
+            model=model,
+            input_columns=list(model.features),
+            classes=list(model.classes or []),
+            input_types=signature_types(local),
+            task=model.task,
+        )
 
     def find_version(self, name: str, tag: str, value: str) -> ModelVersionInfo | None:
         """Return the newest version of ``name`` whose tag ``tag`` equals ``value``, or None.

@@ -60,7 +60,7 @@ from loopline.serve.http import (
     install_error_handlers,
     loc_error,
 )
-from loopline.serve.inference import PROBE_TEXTS, build_predictor
+from loopline.serve.inference import build_predictor, column_types, probe_columns
 from loopline.serve.metrics import ServeMetrics, multiprocess_mode
 from loopline.serve.routing import (
     CANARY_ROUTE,
@@ -78,8 +78,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from loopline.core.metadata import MetadataStore
+    from loopline.core.predlog import PredictionLogger
     from loopline.registry.models import LoadedModel
-    from loopline.serve.predlog import PredictionLogger
 
 __all__ = ["AppOptions", "create_app"]
 
@@ -281,10 +281,12 @@ class _InputSpec:
     field_names: list[str]  # attribute name on item_model for each column, same order
     items_adapter: TypeAdapter[list[BaseModel]]
     max_items: int
+    kinds: list[tuple[type, ...]]  # the JSON value types each column takes as they are
 
     @classmethod
-    def build(cls, columns: list[str], max_items: int) -> _InputSpec:
-        """Create the pydantic item model: one required ``str`` field per input column.
+    def build(cls, columns: list[str], kinds: list[tuple[type, ...]], max_items: int) -> _InputSpec:
+        """Create the pydantic item model: one required field per input column, typed as the
+        model's signature says (text, number, integer, boolean; text when it says nothing).
 
         Fields are named ``c0, c1, ...`` with the column as alias, so any column name works
         (spaces, leading underscores, names that clash with BaseModel attributes) while errors
@@ -292,8 +294,8 @@ class _InputSpec:
         """
         field_names = [f"c{i}" for i in range(len(columns))]
         fields: dict[str, Any] = {
-            name: (str, Field(alias=column))
-            for name, column in zip(field_names, columns, strict=True)
+            name: (kind[0], Field(alias=column))
+            for name, column, kind in zip(field_names, columns, kinds, strict=True)
         }
         item_model = create_model("PredictItem", __config__=ConfigDict(extra="forbid"), **fields)
         return cls(
@@ -302,13 +304,17 @@ class _InputSpec:
             field_names=field_names,
             items_adapter=TypeAdapter(list[item_model]),  # type: ignore[valid-type]
             max_items=max_items,
+            kinds=kinds,
         )
 
     def shape_hint(self) -> str:
-        example = ", ".join(f'"{column}": "..."' for column in self.columns)
+        example = ", ".join(
+            f'"{column}": ' + ('"..."' if kind == (str,) else kind[0].__name__)
+            for column, kind in zip(self.columns, self.kinds, strict=True)
+        )
         return f'send {{{example}}}, a list of such objects, or {{"inputs": [...]}}'
 
-    def parse(self, body: bytes) -> tuple[list[list[str]], int, bool]:
+    def parse(self, body: bytes) -> tuple[list[list[Any]], int, bool]:
         """Parse and validate a body into (one list per input column, rows, is a batch).
 
         Well-formed bodies are checked by hand (exact keys, ``str`` values) without building
@@ -349,7 +355,7 @@ class _InputSpec:
         columns = [[getattr(item, name) for item in items] for name in self.field_names]
         return columns, len(items), batch
 
-    def _fast(self, payload: Any) -> tuple[list[list[str]], int, bool] | None:
+    def _fast(self, payload: Any) -> tuple[list[list[Any]], int, bool] | None:
         """The common well-formed shapes, or None (then pydantic decides)."""
         if type(payload) is dict:
             row = self._row(payload)
@@ -361,12 +367,12 @@ class _InputSpec:
             return [list(column) for column in zip(*rows, strict=True)], len(rows), True
         return None
 
-    def _row(self, item: dict[str, Any]) -> list[str] | None:
+    def _row(self, item: dict[str, Any]) -> list[Any] | None:
         if len(item) != len(self.columns):
             return None
         values = [item.get(column) for column in self.columns]
-        if all(type(value) is str for value in values):
-            return values  # type: ignore[return-value]  # checked just above
+        if all(type(v) in kind for v, kind in zip(values, self.kinds, strict=True)):
+            return values
         return None
 
     def _split(self, payload: Any) -> tuple[list[Any], list[Any], bool]:
@@ -464,13 +470,19 @@ class PredictionService:
         predictor = build_predictor(loaded)
         classes = [str(c) for c in loaded.classes]
 
-        def predict(columns: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
+        def predict(columns: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
             return _format_predictions(predictor.predict_proba(columns), classes)
 
         # Warm-up: the first call of a freshly loaded model pays for lazy initialisation, and
         # a model that cannot predict at all is refused here rather than swapped in.
+        if getattr(loaded, "task", "classification") != "classification":
+            raise LooplineError(
+                f"model {loaded.info.name}/{loaded.info.version} is a {loaded.task} model; "
+                "the server answers classifiers only (so far)",
+                hint="score it in batch from Python with the registry's load()",
+            )
         try:
-            predict([list(PROBE_TEXTS) for _ in loaded.input_columns])
+            predict(probe_columns(loaded))
         except Exception as exc:
             raise LooplineError(
                 f"model {loaded.info.name}/{loaded.info.version} failed its warm-up "
@@ -492,7 +504,9 @@ class PredictionService:
         served = ServedModel(loaded, predictor, batcher, route)
         _freeze_heap()
         self.served[id(served)] = _PerModel(
-            _InputSpec.build(list(loaded.input_columns), options["max_items"]),
+            _InputSpec.build(
+                list(loaded.input_columns), column_types(loaded), options["max_items"]
+            ),
             self.metrics.routed.labels(route, loaded.info.version),
         )
         self.metrics.model_info.labels(loaded.info.name, loaded.info.version, route).set(1)
@@ -519,7 +533,7 @@ class PredictionService:
         logger = self.prediction_log
         if logger is None:
             return None
-        from loopline.serve.predlog import PredictionRecord
+        from loopline.core.predlog import PredictionRecord
 
         name, version = loaded.info.name, loaded.info.version
         columns = list(loaded.input_columns)
@@ -632,7 +646,7 @@ class PredictionService:
         return orjson.dumps(answer), request_id
 
     def _shadow(
-        self, columns: list[list[str]], rows: int, meta: _RequestMeta, served: ServedModel
+        self, columns: list[list[Any]], rows: int, meta: _RequestMeta, served: ServedModel
     ) -> None:
         """Queue a copy for the shadow model; never waits, never fails the request."""
         shadow = self.router.shadow

@@ -33,7 +33,7 @@ from typing import Any
 
 __all__ = ["BatchItem", "BatcherClosed", "MicroBatcher", "QueueFull"]
 
-Columns = Sequence[Sequence[str]]
+Columns = Sequence[Sequence[Any]]
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Columns = Sequence[Sequence[str]]
+Columns = Sequence[Sequence[Any]]
 
 # Most text in one batch that LinearTextPredictor.is_quick accepts (about a hundred tweets).
 QUICK_TEXT_CHARS = 8_192
@@ -55,6 +55,33 @@ PROBE_TEXTS = (
     "ünïcödé 😀 sooooo good",
     "ok",
 )
+
+
+# Python types a request value may have, by the MLflow type of its input column.
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "double": (float, int),
+    "float": (float, int),
+    "long": (int,),
+    "integer": (int,),
+    "boolean": (bool,),
+}
+_PROBE_VALUES: dict[type, tuple[Any, ...]] = {
+    float: (0.0, 1.0, -1.0, 0.5, 1e6),
+    int: (0, 1, 2, -1, 1000),
+    bool: (False, True, False, True, False),
+}
+
+
+def column_types(loaded: LoadedModel) -> list[tuple[type, ...]]:
+    """The accepted Python types of each input column (text where the model does not say)."""
+    types = getattr(loaded, "input_types", None) or {}
+    return [_JSON_TYPES.get(types.get(column, "string"), (str,)) for column in loaded.input_columns]
+
+
+def probe_columns(loaded: LoadedModel) -> list[list[Any]]:
+    """A few valid values per input column, for warm-up and self-checks."""
+    return [list(_PROBE_VALUES.get(kinds[0], PROBE_TEXTS)) for kinds in column_types(loaded)]
 
 
 class Predictor(Protocol):
@@ -437,15 +464,17 @@ def build_predictor(loaded: LoadedModel) -> Predictor:
     """
     frame = FramePredictor(loaded)
     columns = list(loaded.input_columns)
-    if not columns:
-        return frame
+    if not columns or any(kinds != (str,) for kinds in column_types(loaded)):
+        return frame  # the lean paths are for text models
     probe = [list(PROBE_TEXTS) for _ in columns]
     try:
         expected = frame.predict_proba(probe)
     except Exception:  # the model cannot score strings: nothing to compare against
         return frame
+    model = getattr(loaded, "model", None)
+    estimator = getattr(model, "estimator", model)  # a Model wraps the fitted pipeline
     for candidate in (LinearTextPredictor, TextPipelinePredictor):
-        lean = candidate.from_model(getattr(loaded, "model", None), columns)
+        lean = candidate.from_model(estimator, columns)
         if lean is not None and _same_output(lean, probe, expected, loaded):
             return lean
     return frame

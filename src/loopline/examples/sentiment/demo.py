@@ -33,15 +33,19 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 
 def generated_data(settings: Settings) -> tuple[Path, Path]:
-    """Write the generated (synthetic, clearly not real) train and gold sets; return paths."""
+    """Write the generated (synthetic, clearly not real) training and held-out sets.
+
+    The held-out set comes from the same generator with another seed: a second test set,
+    not a gold set (a gold set is labelled by people and drawn from elsewhere).
+    """
     from loopline.examples.sentiment.synthetic import generate_tweets
 
     folder = settings.home_dir / "demo"
     train_path = folder / "generated_tweets.csv"
-    gold_path = folder / "generated_gold.csv"
+    held_out_path = folder / "generated_held_out.csv"
     _write_if_changed(train_path, generate_tweets(n=4000, seed=0).to_csv(index=False))
-    _write_if_changed(gold_path, generate_tweets(n=600, seed=1).to_csv(index=False))
-    return train_path, gold_path
+    _write_if_changed(held_out_path, generate_tweets(n=600, seed=1).to_csv(index=False))
+    return train_path, held_out_path
 
 
 def run_demo(
@@ -56,18 +60,21 @@ def run_demo(
 
     Returns a JSON-able summary of every stage.
     """
-    from loopline.examples.sentiment.pipeline import sentiment
+    from loopline.data.validate import validate_text_dataset
+    from loopline.templates.sentiment import LABELS, sentiment
 
     generated = data is None
+    held_out = gold
     if data is None:
-        data, generated_gold = generated_data(settings)
-        gold = gold or generated_gold
+        data, generated_held_out = generated_data(settings)
+        held_out = gold or generated_held_out
     result = sentiment.run(
-        settings, on_event=on_event, source=str(data), gold=str(gold) if gold else None
+        settings, on_event=on_event, source=str(data), gold=str(held_out) if held_out else None
     )
-    report = result.load("ingest", "report")
+    _, report = validate_text_dataset(result.load("read_text"), labels=LABELS)
     registered = result.load("register")
     decision = result.load("gate")
+    second = "gold" if gold else "held_out"
     summary: dict[str, Any] = {
         "run_id": result.run_id,
         "cache_hits": f"{result.cache_hits}/{len(result.steps)}",
@@ -75,7 +82,7 @@ def run_demo(
         "data": {
             "source": str(data),
             "generated": generated,
-            "dataset_version": registered["dataset_version"],
+            "dataset_version": registered.dataset_version,
             "rows": report["rows"],
         },
         "validation": {
@@ -85,10 +92,10 @@ def run_demo(
         },
         "labeling": _labeling(result.load("label", "report")),
         "audit": result.load("audit"),
-        "model": registered,
+        "model": registered.to_dict(),
         "metrics": {
             "test": _headline(result.load("evaluate")),
-            "gold": _headline(result.load("evaluate_2")) if gold else None,
+            second: _headline(result.load("evaluate_2")) if held_out else None,
         },
         "gate": {"passed": decision["passed"], "reasons": decision["reasons"]},
         "artifacts": settings.artifact_root,
@@ -98,10 +105,13 @@ def run_demo(
     summary.update(
         _serve_monitor_retrain(
             settings,
-            registered["model_name"],
+            registered.name,
             texts or DEMO_TEXTS,
             retrain=lambda: sentiment.run(
-                settings, on_event=on_event, source=str(data), gold=str(gold) if gold else None
+                settings,
+                on_event=on_event,
+                source=str(data),
+                gold=str(held_out) if held_out else None,
             ),
         )
     )
@@ -147,15 +157,15 @@ def _serve_monitor_retrain(
         monitoring = _drifted_stream_and_diagnosis(settings, model_name, server.url)
         result = retrain()
         registered = result.load("register")
-        champion = str(registered["champion"])
+        champion = str(registered.champion)
         _wait_for_version(server.url, champion)
         after = predict_remote(server.url, texts)
     finally:
         server.stop()
     monitoring["retrain"] = {
         "run_id": result.run_id,
-        "version": registered["version"],
-        "promoted": registered["promoted"],
+        "version": registered.version,
+        "promoted": registered.promoted,
         "gate": result.load("gate")["reasons"],
         "champion": champion,
         "server_followed_to": after[0]["model_version"],
@@ -173,10 +183,10 @@ def _drifted_stream_and_diagnosis(settings: Settings, model_name: str, url: str)
     """Tweets from a later period (new slang, sarcasm), labelled later through /feedback."""
     import httpx
 
+    from loopline.core.predlog import read_predictions
     from loopline.examples.sentiment.synthetic import generate_tweets
     from loopline.monitor.diagnose import diagnose
     from loopline.monitor.report import build_report, write_html
-    from loopline.serve.predlog import read_predictions
 
     stream = generate_tweets(DRIFTED_STREAM_ROWS, seed=7, period="late")
     with httpx.Client(base_url=url, timeout=10) as client:
@@ -253,7 +263,7 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     m = summary["model"]
     table.add_row(
         "model",
-        f"{m['model_name']} version {m['version']} · champion is v{m['champion']}"
+        f"{m['name']} version {m['version']} · champion is v{m['champion']}"
         + (" · promoted now" if m["promoted"] else ""),
     )
     for split_name, metrics in summary["metrics"].items():

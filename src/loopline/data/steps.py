@@ -1,0 +1,149 @@
+"""Ready steps of the data stage: read (and validate) tables, texts and images; split.
+
+Reading and validating are one step on purpose: data that fails validation never reaches
+the artifact store or becomes a dataset version. Each read step records its output as a
+version of the dataset named by its ``dataset`` parameter.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from loopline.core.step import step
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from loopline.core.runner import RunContext
+
+
+def _dataset_param(params: dict[str, Any]) -> str | None:
+    return params.get("dataset")
+
+
+def _database_reads_again(ctx: RunContext, params: dict[str, Any], inputs: dict[str, str]) -> str:
+    """A database is outside state that no key can see: read it on every run. Only the
+    steps after it are cached, by the content of what was read."""
+    return uuid.uuid4().hex if "://" in str(params["source"]) else ""
+
+
+@step(dataset=_dataset_param, cache_extra=_database_reads_again)
+def read_table(
+    source: str | Path,
+    *,
+    dataset: str = "table",
+    format: Literal["auto", "csv", "parquet", "sql"] = "auto",
+    query: str | None = None,
+    table: str | None = None,
+    columns: list[str] | None = None,
+    parse_dates: list[str] | None = None,
+    schema: dict[str, Any] | None = None,
+    max_missing_share: float = 0.95,
+) -> pd.DataFrame:
+    """Read a table (CSV, Parquet, a folder of them, or SQL) and validate it.
+
+    ``source`` is a file, a folder of CSV/Parquet files (partitioned folders too) or a
+    SQLAlchemy database URL read with ``query`` or ``table`` (read again on every run: a
+    database can change without any key seeing it). ``schema`` (JSON-able, see
+    :class:`loopline.data.validate.TableSchema`) adds column rules; the quality checks run
+    either way (a column missing in more than ``max_missing_share`` of the rows is a
+    violation) and a violation stops the run with a report.
+    """
+    from loopline.data.tables import read_table_source
+    from loopline.data.validate import validate_table
+
+    frame = read_table_source(
+        source,
+        format=format,
+        query=query,
+        table=table,
+        columns=columns,
+        parse_dates=parse_dates,
+    )
+    checked, _report = validate_table(frame, schema, max_missing_share=max_missing_share)
+    return checked
+
+
+@step(dataset=_dataset_param)
+def read_text(
+    source: str | Path,
+    *,
+    dataset: str = "texts",
+    labels: list[str] | None = None,
+    format: str = "auto",
+    encoding: str | None = None,
+    text_column: str = "text",
+    label_column: str | None = "label",
+) -> pd.DataFrame:
+    """Read a labelled text dataset and check it; the result has ``text`` and ``label``.
+
+    Formats: Sentiment140 CSV, text-per-line files named by label, VADER TSV, a folder of
+    ``<label>/*.txt`` files, CSV/Parquet with ``text_column``/``label_column``, or a URL.
+    ``labels`` is the allowed label set (None: any). Empty texts are dropped; schema and
+    quality violations stop the run with a report.
+    """
+    from loopline.data.ingest import load_source
+    from loopline.data.validate import validate_text_dataset
+
+    raw = load_source(
+        source,
+        format=format,  # type: ignore[arg-type]
+        encoding=encoding,
+        text_column=text_column,
+        label_column=label_column,
+    )
+    checked, _report = validate_text_dataset(raw, labels=labels)
+    return checked
+
+
+@step(dataset=_dataset_param)
+def read_images(
+    root: str | Path,
+    *,
+    dataset: str = "images",
+    labels: Literal["folder", "none"] = "folder",
+) -> pd.DataFrame:
+    """Index an image folder (``<label>/<image>`` when ``labels="folder"``): one row per
+    image with its path, label, size, mode and content hash; unreadable or truncated
+    files stop the run with a list of them."""
+    from loopline.data.images import read_image_folder
+
+    return read_image_folder(root, labels=labels)
+
+
+@step(outputs=("train", "test"))
+def split(
+    data: pd.DataFrame,
+    *,
+    by: Literal["random", "stratified", "group", "time"] = "random",
+    test_size: float = 0.2,
+    label: str | None = None,
+    group: str | None = None,
+    time: str | None = None,
+    cutoff: str | None = None,
+    gap: str | None = None,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split into (train, test): ``by`` random, stratified (by ``label``), group (rows
+    sharing a ``group`` value stay together; stratified too when ``label`` is given) or
+    time (test from ``cutoff``, or the last ``test_size`` share; ``gap`` such as ``"7D"``
+    leaves the period before the test out of training, as a label delay does)."""
+    from loopline.data.split import group_split, split_frame
+
+    if by == "group" and group is not None and label is not None:
+        return group_split(
+            data, test_size=test_size, seed=seed, group_column=group, label_column=label
+        )
+    return split_frame(
+        data,
+        how=by,
+        test_size=test_size,
+        label=label,
+        group=group,
+        time=time,
+        cutoff=cutoff,
+        gap=gap,
+        seed=seed,
+    )
