@@ -18,7 +18,7 @@ from loopline.steps import (
     split,
     train,
 )
-from loopline.train.text import TextClassifierParams, build_text_classifier
+from loopline.train.text import TextClassifierParams
 
 LABELS = ["negative", "positive"]
 
@@ -42,7 +42,7 @@ def sentiment(
     )
     if audit_rows:  # likely mislabelled rows go to the review queue
         audit(train_df, queue=model_name, labels=LABELS, max_rows=audit_rows, seed=seed)
-    text_model = build_text_classifier(TextClassifierParams(C=C, seed=seed))
+    text_model = TextClassifierParams(C=C, seed=seed)  # word + character TF-IDF, logistic
     model = train(train_df, model=text_model, features=["text"], target="label",
                   sample_weight="sample_weight")  # fmt: skip
     metrics = evaluate(model, test_df)

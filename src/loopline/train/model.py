@@ -181,15 +181,19 @@ def fit_model(
     """Train ``model`` on ``data[features]`` -> ``data[target]`` and return a :class:`Model`.
 
     ``model`` is an unfitted estimator with ``fit`` (cloned first, so the caller's object
-    stays untouched) or a training function ``fn(X, y)`` returning a fitted estimator or a
-    PyTorch module; a function that accepts ``sample_weight`` gets the weights. With a
-    function and a classification target, ``y`` holds integer codes of the sorted labels.
+    stays untouched), a description with a ``build()`` method returning one (cheap to
+    create, e.g. :class:`~loopline.train.text.TextClassifierParams`), or a training function
+    ``fn(X, y)`` returning a fitted estimator or a PyTorch module; a function that accepts
+    ``sample_weight`` gets the weights. With a function and a classification target, ``y``
+    holds integer codes of the sorted labels.
     ``features`` defaults to every column except the target and the weight column;
     ``task="auto"`` asks the estimator (``is_classifier``) or, for functions, looks at the
     target (non-integral numbers: regression).
     """
     import numpy as np
 
+    if not hasattr(model, "fit") and callable(getattr(model, "build", None)):
+        model = model.build()
     features = _check_columns(data, features, target, sample_weight)
     y = data[target]
     if y.isna().any():

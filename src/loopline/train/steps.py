@@ -25,9 +25,11 @@ def train(
     """Train ``model`` on ``data[features]`` to predict ``data[target]``.
 
     ``model`` is an unfitted estimator (scikit-learn, a pipeline, LightGBM's
-    ``LGBMClassifier``...; its class and parameters are part of the cache key) or a training
-    function ``fn(X, y)`` returning a fitted estimator or a PyTorch ``nn.Module`` (its code
-    is part of the key; for classification ``y`` holds integer codes of the sorted labels).
+    ``LGBMClassifier``...; its class and parameters are part of the cache key), a
+    description whose ``build()`` returns one (a cached run then never imports the
+    library), or a training function ``fn(X, y)`` returning a fitted estimator or a PyTorch
+    ``nn.Module`` (its code is part of the key; for classification ``y`` holds integer codes
+    of the sorted labels).
     ``features`` defaults to every other column; ``sample_weight`` names a weight column.
     Returns a :class:`~loopline.train.model.Model` that later steps use without being told
     the features or target again.

@@ -83,6 +83,14 @@ class TextClassifierParams:
     normalize: bool = True
     seed: int = 0
 
+    def build(self) -> Pipeline:
+        """The unfitted classifier these parameters describe (see :func:`build_text_classifier`).
+
+        Passing the parameters rather than the built pipeline to the ``train`` step keeps a
+        fully cached run from importing scikit-learn at all.
+        """
+        return build_text_classifier(self)
+
     def to_dict(self) -> dict[str, Any]:
         """Return the parameters as a flat, JSON-able dict (for run tracking)."""
         return {
