@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 import typer
+from rich.console import Console
 from typer.testing import CliRunner
 
 from loopline.cli.monitor import monitor_app
@@ -388,3 +389,58 @@ def _cli() -> typer.Typer:
 
     root.add_typer(monitor_app, name="monitor")
     return root
+
+
+def test_an_instrumentation_finding_is_reflected_in_the_conclusion_and_said_once(
+    project: Path,
+) -> None:
+    settings = build_project(project)
+    store = MetadataStore(str(settings.metadata_url))
+    record_feedback(store, "no-such-request", "1", model_name=MODEL)
+    store.close()
+
+    result = diagnose(MODEL, settings, window="1D")
+    console = Console(record=True, width=200)
+    result.print(console)
+    printed = console.export_text()
+
+    listed = [f for f in result.stage("instrumentation")]
+    assert [f.title for f in listed] == ["feedback for unknown request ids"]
+    assert listed[0].severity != "problem" and result.recommendation == "none"
+    # The conclusion names the finding and says why it does not count as a problem ...
+    assert "feedback for unknown request ids" in result.summary
+    assert "ignored" in result.summary
+    # ... and the stray label is reported once, not again as a note.
+    assert printed.count("name request ids that are not in the log") == 1
+    assert not any("request ids" in note for note in result.notes)
+
+
+def test_drift_findings_show_the_score_with_its_meaning_and_threshold(project: Path) -> None:
+    settings = build_project(project, amount_shift)
+
+    result = diagnose(MODEL, settings, window="1D")
+
+    finding = next(f for f in result.stage("data_drift") if f.column == "amount")
+    line = next(line for line in finding.evidence if "drift score" in line)
+    assert f"{finding.data['score']:.2f}" in line
+    assert "threshold" in line and "Wasserstein" in line
+
+
+def test_below_the_reference_from_the_start_is_concluded_as_the_evidence_says(
+    project: Path,
+) -> None:
+    def worse_from_the_start(day: int, frame: pd.DataFrame, rng: np.random.Generator) -> Any:
+        wrong = rng.random(len(frame)) < 0.25
+        flipped = np.where(frame["prediction"] == "1", "0", "1")
+        return frame.assign(prediction=np.where(wrong, flipped, frame["prediction"]))
+
+    settings = build_project(project, worse_from_the_start)
+
+    result = diagnose(MODEL, settings, window="1D")
+
+    concept = result.stage("concept_drift")[0]
+    assert concept.severity == "problem"
+    assert any("skew" in line for line in concept.evidence)
+    # The conclusion says what the evidence says: a gap from the start, not a change since.
+    assert "skew" in result.summary and "rather than a change over time" in result.summary
+    assert "changed since" not in result.summary

@@ -324,3 +324,60 @@ def test_benjamini_hochberg_edge_inputs() -> None:
     q = adjust_p_values(np.array([0.01, np.nan, 0.04]), "bh")
     assert np.isnan(q[1])
     np.testing.assert_allclose(q[[0, 2]], _textbook_bh(np.array([0.01, 0.04])), rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- robustness
+
+
+def _huge_text(kind: str, size: int = 800_000) -> str:
+    """One ~800 KB document: tweet words repeated, or letters no tweet has ever used."""
+    if kind == "tweet words":
+        from loopline.examples.sentiment.synthetic import generate_tweets
+
+        words = " ".join(generate_tweets(300, seed=9)["text"])
+        return (words * (size // len(words) + 1))[:size]
+    rng = np.random.default_rng(0)
+    letters = rng.choice(list("qxzjkvw"), size)
+    letters[rng.random(size) < 0.15] = " "
+    return "".join(letters)
+
+
+@pytest.mark.parametrize("kind", ["tweet words", "gibberish"])
+def test_one_huge_text_does_not_move_the_text_drift_score(kind: str) -> None:
+    from loopline.examples.sentiment.synthetic import generate_tweets
+    from loopline.monitor.report import drift_score
+
+    profile = build_profile(generate_tweets(2000, seed=1)[["text"]], text=["text"])
+    window = generate_tweets(400, seed=2)[["text"]]
+    with_huge = pd.concat([window, pd.DataFrame({"text": [_huge_text(kind)]})], ignore_index=True)
+
+    before = drift_report(profile, window)["text"]
+    after = drift_report(profile, with_huge)["text"]
+
+    # One document of 401 moves the score (largest effect / its threshold) a little, not by
+    # a factor of a thousand; and it is no reason to flag the column.
+    score_before, score_after = drift_score(before), drift_score(after)
+    assert score_before is not None and score_after is not None
+    assert abs(score_after - score_before) < 0.3
+    assert after.wasserstein is not None and after.wasserstein < 0.2
+    assert before.js_distance is not None and after.js_distance is not None
+    assert abs(after.js_distance - before.js_distance) < 0.02
+    assert not after.drifted
+
+
+def test_the_drift_score_says_what_it_measures_and_where_it_flags() -> None:
+    from loopline.examples.sentiment.synthetic import generate_tweets
+    from loopline.monitor.drift import drift_score
+
+    profile = build_profile(generate_tweets(2000, seed=1)[["text"]], text=["text"])
+    window = generate_tweets(400, seed=2, period="late")[["text"]]
+    with_huge = pd.concat([window, pd.DataFrame({"text": [_huge_text("gibberish")]})])
+    result = drift_report(profile, with_huge)["text"]
+
+    score = drift_score(result)
+    assert score is not None and result.drifted and score.value >= 1
+    assert score.threshold == {"token JS distance": 0.05}.get(score.effect, score.threshold)
+    assert score.value == pytest.approx(score.effect_value / score.threshold)
+    text = score.text()
+    assert score.effect in text and "threshold" in text and f"{score.threshold:g}" in text
+    assert result.details["documents_beyond_reference_length"] == 1

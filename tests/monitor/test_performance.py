@@ -218,3 +218,23 @@ def test_recall_is_judged_on_actual_positives_only() -> None:
         report, metric="recall", min_labels=10, reference={"recall": 0.9, "positive_label": "0"}
     )
     assert other.baseline_source != "reference profile"
+
+
+def test_a_fall_from_the_first_window_with_moved_inputs_is_not_called_skew() -> None:
+    # Accuracy is low from the first window on. With the inputs drifted in those windows the
+    # fall coincides with data drift; only with stable inputs is it a training/serving gap.
+    report = windowed_performance(_drifting_concept(), "1D")
+    keys = [w.start.isoformat() for w in report.series(None)]
+
+    moved = detect_concept_drift(
+        report, input_drift=dict.fromkeys(keys, 1.0), reference={"accuracy": 0.99}
+    )
+    assert not moved.detected and moved.degraded_windows[0]["start"] == keys[0]
+    assert not any("skew" in line for line in moved.evidence)
+    assert not moved.from_first_window
+
+    stable = detect_concept_drift(
+        report, input_drift=dict.fromkeys(keys, 0.0), reference={"accuracy": 0.99}
+    )
+    assert stable.detected and stable.from_first_window
+    assert any("skew" in line for line in stable.evidence)

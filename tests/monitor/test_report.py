@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from datetime import UTC, datetime, timedelta
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,8 @@ from loopline.monitor.report import (
     build_report_from_data,
     parse_since,
     print_summary,
+    render_html,
+    short_labels,
     write_html,
 )
 
@@ -300,7 +304,9 @@ def test_report_cli_writes_html_and_json(project: Path, tmp_path: Path) -> None:
 def test_build_report_of_unknown_model_is_a_clear_error(project: Path) -> None:
     with pytest.raises(LooplineError, match="no predictions of model 'ghost'") as info:
         build_report("ghost", load_settings(project))
-    assert info.value.hint and "loopline serve ghost" in info.value.hint
+    # Nothing is registered: the hint says how to get a model, never to serve 'ghost'.
+    assert info.value.hint and "loopline serve ghost" not in info.value.hint
+    assert "no registered model" in info.value.hint
 
 
 # --- the HTML in a real browser --------------------------------------------------------------
@@ -361,3 +367,162 @@ def test_html_report_renders_in_headless_chromium(report: MonitorReport, tmp_pat
         for svg in by_id[section]:
             assert svg["w"] > 100 and svg["h"] > 100 and svg["marks"] > 0, section
     assert len(by_id["distributions"]) == 3
+
+
+# --- one diagnosis, one wording ----------------------------------------------------------
+
+
+def test_the_report_explains_with_the_words_of_diagnose(report: MonitorReport) -> None:
+    from loopline.monitor.diagnose import diagnose_data
+
+    diagnosis = diagnose_data(monitor_data(), "1D")
+    html = render_html(report.to_dict())
+    console = Console(record=True, width=400)
+    print_summary(report, console)
+    text = console.export_text()
+
+    for line in [diagnosis.summary, *(e for f in diagnosis.findings for e in f.evidence)]:
+        assert escape(line) in html, line
+    assert diagnosis.summary in text.replace("\n", " ")
+    # No second, independent explanation: every concept-drift sentence is the diagnosis'.
+    explained = {e for f in diagnosis.findings for e in f.evidence}
+    for line in report.to_dict()["concept_drift"]["evidence"]:
+        assert line in explained, line
+    assert report.to_dict()["diagnosis"]["recommendation"] == diagnosis.recommendation
+
+
+def test_a_note_is_shown_once_in_the_html(report: MonitorReport) -> None:
+    html = render_html(report.to_dict())
+    assert html.count("name request ids that are not in the log") == 1
+
+
+def test_unknown_model_lists_the_known_ones_and_suggests_no_serving(project: Path) -> None:
+    write_project(project)
+    store = MetadataStore(str(load_settings(project).metadata_url))
+    store.record_model_version(
+        model_name="idle",
+        version="1",
+        model_hash="1" * 64,
+        dataset_hash=None,
+        dataset_version=None,
+        mlflow_run_id=None,
+        run_id=None,
+    )
+    store.close()
+
+    for command in ("report", "diagnose"):
+        result = CliRunner().invoke(_cli(), ["-C", str(project), "monitor", command, "nosuch"])
+        error = result.exception
+        assert isinstance(error, LooplineError), result.output
+        said = f"{error} {error.hint}"
+        assert "no model 'nosuch' is registered" in said
+        assert "loans" in said and "idle" in said  # the names that exist
+        assert "serve nosuch" not in said
+
+        # A registered model that never served: serving it is the right advice.
+        idle = CliRunner().invoke(_cli(), ["-C", str(project), "monitor", command, "idle"])
+        assert isinstance(idle.exception, LooplineError)
+        assert "'idle' is registered" in str(idle.exception)
+        assert "loopline serve idle" in (idle.exception.hint or "")
+
+
+# --- time axes and the drift heat map -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("starts", "expected"),
+    [
+        (["2026-11-30T03:21:05", "2026-11-30T03:21:07", "2026-11-30T03:21:09"],
+         ["03:21:05", "03:21:07", "03:21:09"]),
+        (["2026-11-30T03:21:05.100", "2026-11-30T03:21:05.350", "2026-11-30T03:21:06"],
+         ["03:21:05.100", "03:21:05.350", "03:21:06.000"]),
+        (["2026-06-01T00:00", "2026-06-02T00:00", "2026-06-03T00:00"],
+         ["06-01", "06-02", "06-03"]),
+        (["2026-06-01T22:00", "2026-06-01T23:00", "2026-06-02T00:00"],
+         ["06-01 22:00", "06-01 23:00", "06-02 00:00"]),
+        (["2026-06-01T10:00", "2026-06-01T10:30"], ["10:00", "10:30"]),
+        (["2025-12-31T00:00", "2026-01-01T00:00"], ["2025-12-31", "2026-01-01"]),
+    ],
+)  # fmt: skip
+def test_time_labels_use_the_resolution_the_range_needs(
+    starts: list[str], expected: list[str]
+) -> None:
+    from loopline.monitor.report import short_labels
+
+    assert short_labels([s + "+00:00" for s in starts]) == expected
+
+
+def _seconds_apart() -> MonitorData:
+    """The story squeezed into seconds: one prediction per second, windows of 20 rows."""
+    data = monitor_data(days=1)
+    data.frame["ts"] = pd.Timestamp(T0) + pd.to_timedelta(np.arange(len(data.frame)), unit="s")
+    return data
+
+
+def _x_axis_labels(svg: str) -> list[str]:
+    return re.findall(r"<text [^>]*(?:text-anchor='middle'|transform='rotate)[^>]*>([^<]*)<", svg)
+
+
+def test_every_time_axis_has_distinct_labels_for_distinct_windows() -> None:
+    data = build_report_from_data(_seconds_apart(), "20").to_dict()
+    html = render_html(data)
+    sections = dict(re.findall(r"<section id='([^']+)'>(.*?)</section>", html))
+    svgs = [
+        svg
+        for name in ("drift-over-time", "performance")
+        for svg in re.findall(r"<svg.*?</svg>", sections[name])
+    ]
+    assert len(svgs) == 4  # heat map, share line, metrics, label coverage
+    for svg in svgs:
+        labels = _x_axis_labels(svg)
+        assert len(labels) >= 3
+        assert len(set(labels)) == len(labels), labels
+        assert all(":" in label for label in labels), labels  # seconds apart: times
+
+
+def _rgb(fill: str) -> tuple[int, int, int] | None:
+    match = re.fullmatch(r"rgb\((\d+),(\d+),(\d+)\)", fill)
+    if match:
+        return int(match[1]), int(match[2]), int(match[3])
+    if re.fullmatch(r"#[0-9a-fA-F]{6}", fill):
+        return int(fill[1:3], 16), int(fill[3:5], 16), int(fill[5:7], 16)
+    return None
+
+
+def test_a_red_heat_map_cell_is_a_flagged_feature_and_counts_in_the_share() -> None:
+    data = monitor_data()
+    # A last, small window (10 rows, fewer than min_rows) whose incomes are far off.
+    tail = data.frame.iloc[:10].copy()
+    tail["ts"] = pd.Timestamp(T0) + pd.Timedelta(days=6, hours=1)
+    tail["input.income"] = 500.0
+    tail["request_id"] = [f"tail-{i}" for i in range(10)]
+    data.frame = pd.concat([data.frame, tail], ignore_index=True)
+
+    payload = build_report_from_data(data, "1D").to_dict()
+    windows = payload["drift_over_time"]
+    labels = short_labels([w["start"] for w in windows])
+    assert windows[-1]["share_drifted"] is None  # too few rows: nothing was judged
+
+    section = re.search(r"<section id='drift-over-time'>.*?</section>", render_html(payload))
+    assert section is not None
+    cells = re.findall(r"<rect [^>]*fill='([^']+)'[^>]*><title>([^<@]+) @ ([^:]+):", section[0])
+    assert len(cells) == 3 * len(windows)
+    red = 0
+    for fill, feature, label in cells:
+        rgb = _rgb(fill)
+        assert rgb is not None, fill
+        if rgb[0] - max(rgb[1], rgb[2]) > 40:  # a red cell
+            red += 1
+            window = windows[labels.index(label.strip())]
+            assert window["features"][feature.strip()]["drifted"], (feature, label)
+            assert window["share_drifted"] and window["share_drifted"] > 0, (feature, label)
+    assert red >= 3  # the income drift of days 3-5 (day 4: income not logged)
+
+
+def test_looking_up_the_known_models_creates_no_store(project: Path) -> None:
+    from loopline.monitor.report import load_monitor_data
+
+    before = sorted(project.rglob("*"))
+    with pytest.raises(LooplineError, match="no model 'ghost' is registered"):
+        load_monitor_data("ghost", load_settings(project))
+    assert sorted(project.rglob("*")) == before

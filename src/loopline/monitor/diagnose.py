@@ -13,7 +13,10 @@
 4. **Model versions**: a newly promoted version performing worse than the one before it.
 
 It then recommends ``fix_pipeline``, ``rollback``, ``retrain`` or ``none``, with the
-evidence. :class:`Diagnosis` is JSON-able (``to_dict``) and prints itself with rich.
+evidence. :class:`Diagnosis` is JSON-able (``to_dict``) and prints itself with rich. Its
+``summary`` accounts for every instrumentation finding: a problem is the cause, and a
+warning or information is named with the reason it does not count (``Finding.impact``).
+``loopline monitor report`` shows this same diagnosis rather than wording its own.
 
 The thresholds of every check are :class:`DiagnoseThresholds`, read from
 ``monitoring: {diagnose: {...}}`` in ``loopline.yaml`` (see :func:`diagnose_thresholds`).
@@ -32,6 +35,16 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from loopline.errors import ConfigError
+from loopline.monitor.logdata import (
+    INPUT_PREFIX,
+    PROBA_PREFIX,
+    MonitorData,
+    WindowDrift,
+    drift_over_windows,
+    fallback_note,
+    fallback_profile,
+    load_monitor_data,
+)
 from loopline.monitor.performance import (
     LABEL,
     PREDICTION,
@@ -47,15 +60,6 @@ from loopline.monitor.performance import (
     parse_window,
     served,
     windowed_performance,
-)
-from loopline.monitor.report import (
-    INPUT_PREFIX,
-    PROBA_PREFIX,
-    MonitorData,
-    WindowDrift,
-    drift_over_windows,
-    fallback_profile,
-    load_monitor_data,
 )
 
 if TYPE_CHECKING:
@@ -214,6 +218,8 @@ class Finding:
 
     ``severity``: ``problem`` explains (part of) a drop and calls for action, ``warning`` is
     worth knowing, ``info`` is context. ``since`` is the first window it was seen in.
+    ``impact``: for an instrumentation warning or information, why it does not make the
+    statistics untrustworthy (the conclusion quotes it).
     """
 
     stage: Stage
@@ -223,6 +229,7 @@ class Finding:
     column: str | None = None
     since: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    impact: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -231,7 +238,11 @@ class Finding:
 
 @dataclass
 class Diagnosis:
-    """The answer: what happened to performance, the findings per stage, and what to do."""
+    """The answer: what happened to performance, the findings per stage, and what to do.
+
+    ``notes`` are what could not be looked at (never a repeat of a finding); ``concept`` is
+    the concept-drift signal (:class:`~loopline.monitor.performance.ConceptDriftSignal`).
+    """
 
     model_name: str
     window: dict[str, Any]
@@ -248,6 +259,7 @@ class Diagnosis:
     summary: str
     evidence: list[str]
     notes: list[str] = field(default_factory=list)
+    concept: dict[str, Any] = field(default_factory=dict)
 
     def stage(self, name: Stage) -> list[Finding]:
         """The findings of one stage."""
@@ -319,10 +331,13 @@ def diagnose_data(
     *,
     metric: str = "accuracy",
     thresholds: DiagnoseThresholds | None = None,
+    windows: Sequence[WindowDrift] | None = None,
 ) -> Diagnosis:
-    """:func:`diagnose` on already loaded data (tests and notebooks use this).
+    """:func:`diagnose` on already loaded data (tests, notebooks and the report use this).
 
-    ``thresholds`` default to :class:`DiagnoseThresholds`' defaults (no settings here).
+    ``thresholds`` default to :class:`DiagnoseThresholds`' defaults (no settings here);
+    ``windows`` is the drift per window when the caller has it already (the report), else
+    it is computed.
     """
     spec = parse_window(window)
     limits = thresholds or _DEFAULT_THRESHOLDS
@@ -334,13 +349,17 @@ def diagnose_data(
         findings.append(
             _broken(
                 "no reference profile stored for this model",
-                f"drift is measured against {reference}; store a profile with each model "
-                "version to compare with its training data",
+                f"{fallback_note(reference)}; store a profile with each model version to "
+                "compare with its training data",
                 severity="warning",
+                impact="drift means 'changed since the log began', not 'since training'",
             )
         )
-    windows = drift_over_windows(profile, frame, spec)
-    perf = windowed_performance(frame, spec, unmatched_feedback=data.unmatched_feedback)
+    if windows is None:
+        windows = drift_over_windows(profile, frame, spec)
+    # The stray feedback and the gaps are instrumentation findings below: the performance
+    # report's notes about them would only repeat those.
+    perf = windowed_performance(frame, spec)
     findings += instrumentation_findings(
         frame, profile, windows, spec, data.unmatched_feedback, thresholds=limits
     )
@@ -430,6 +449,7 @@ def _schema_findings(
                 severity="warning",
                 column=name,
                 since=first,
+                impact="an input the reference does not have is neither compared nor judged",
             )
         )
     return findings
@@ -520,6 +540,7 @@ def _prediction_findings(frame: pd.DataFrame, limits: DiagnoseThresholds) -> lis
                 "predictions without a model version",
                 f"{int(frame[VERSION].isna().sum()):,} rows do not say which version made them",
                 severity="warning",
+                impact="they count for all versions together, in no single version's figures",
             )
         )
     return findings
@@ -534,7 +555,21 @@ def _gap_findings(
     counts = np.array([w.n_rows for w in windows])
     typical = float(np.median(counts[counts > 0])) if (counts > 0).any() else 0.0
     if typical < limits.gap_min_traffic:  # sparse traffic: empty windows are normal
-        return []
+        empty_windows = [w for w in windows if w.n_rows == 0]
+        if not empty_windows:
+            return []
+        return [
+            _broken(
+                "empty windows in sparse traffic",
+                f"{len(empty_windows)} window(s) hold no predictions, first at "
+                f"{empty_windows[0].key}; with a median of {typical:.0f} predictions per "
+                f"window (under gap_min_traffic={limits.gap_min_traffic}) that is expected",
+                severity="info",
+                since=empty_windows[0].key,
+                data={"windows": [w.key for w in empty_windows]},
+                impact="an empty window has nothing to judge; the others are judged as usual",
+            )
+        ]
     # The last window is usually still filling up: not a gap.
     low = [w for w in windows[:-1] if w.n_rows < limits.gap_share * typical]
     if not low:
@@ -550,6 +585,8 @@ def _gap_findings(
             severity="warning",
             since=low[0].key,
             data={"windows": [w.key for w in low]},
+            impact="the windows around the gap are judged as usual; check that the logger "
+            "or the traffic did not stop",
         )
     ]
 
@@ -567,6 +604,13 @@ def _feedback_findings(
                 f"{unmatched:,} feedback label(s) name request ids that are not in the log "
                 f"(ignored; {len(labels):,} labels matched)",
                 severity="warning" if unmatched > len(labels) else "info",
+                impact="those labels are ignored: they join no prediction, so no metric uses "
+                "them"
+                + (
+                    "; check that clients send back the request id the server returned"
+                    if unmatched > len(labels)
+                    else ""
+                ),
             )
         )
     if labels.empty:
@@ -584,6 +628,8 @@ def _feedback_findings(
                 f"classes {sorted(classes)}: the labelling source uses other names",
                 severity="problem" if share > limits.foreign_label_share else "warning",
                 column=LABEL,
+                impact=f"they count as wrong predictions: the metrics are at most {share:.0%} "
+                f"too low (under foreign_label_share={limits.foreign_label_share:.0%})",
             )
         )
     return findings
@@ -624,7 +670,7 @@ def _result(window: WindowDrift, column: str) -> Any:
 
 
 def _drift_finding(column: str, results: list[Any], flagged: list[Any]) -> Finding:
-    from loopline.monitor.report import drift_score
+    from loopline.monitor.drift import SCORE_MEANING, drift_score
 
     last_window, last = results[-1]
     persistent = last.drifted
@@ -635,7 +681,8 @@ def _drift_finding(column: str, results: list[Any], flagged: list[Any]) -> Findi
                 break
             run_start = win.key
     latest_window, latest = flagged[-1]
-    score = drift_score(latest) or 0.0
+    measured = drift_score(latest, latest_window.report.config)
+    score = 0.0 if measured is None else measured.value
     role = latest.role
     title = f"{'prediction' if role != 'feature' else 'input'} {column!r} drifted"
     evidence = [
@@ -643,6 +690,8 @@ def _drift_finding(column: str, results: list[Any], flagged: list[Any]) -> Findi
         + (f", continuously since {run_start}" if persistent else ", not in the latest one"),
         f"latest ({latest_window.key}): " + "; ".join(latest.reasons),
     ]
+    if measured is not None:
+        evidence.append(f"drift score {measured.text()}")
     means = latest.details
     if "mean" in means and "mean_reference" in means:
         evidence.append(f"mean {means['mean_reference']:.4g} -> {means['mean']:.4g}")
@@ -660,6 +709,8 @@ def _drift_finding(column: str, results: list[Any], flagged: list[Any]) -> Findi
         since=run_start if persistent else flagged[0][0].key,
         data={
             "score": round(score, 3),
+            "score_effect": None if measured is None else measured.to_dict(),
+            "score_meaning": SCORE_MEANING,
             "first_flagged": flagged[0][0].key,
             "windows_flagged": len(flagged),
             "windows_judged": len(results),
@@ -709,7 +760,10 @@ def concept_drift_findings(
     evidence += [s["text"] for s in slices[:5]]
     severity: Severity = "info"
     title = "no concept drift found"
-    if signal.detected:
+    if signal.detected and signal.from_first_window:
+        severity = "problem"
+        title = "performance is below the reference from the first window, inputs stable"
+    elif signal.detected:
         severity, title = "problem", "performance fell while the inputs stayed stable"
     elif relation and inputs_drifted:
         title = "the feature-to-label relation moved, along with the inputs"
@@ -914,7 +968,10 @@ def _conclude(
         recommendation=recommendation,
         summary=summary,
         evidence=evidence,
-        notes=[*data.messages, *perf.messages],
+        # What the findings do not say already (the performance report's notes about
+        # feedback, empty windows and missing labels are findings above), each once.
+        notes=list(dict.fromkeys(data.messages)),
+        concept=signal.to_dict(),
     )
 
 
@@ -935,6 +992,7 @@ def _performance_summary(
         "recent": None if recent is None else round(recent, 4),
         "dropped": bool(degraded),
         "since": degraded[0]["start"] if degraded else None,
+        "from_first_window": signal.from_first_window,
         "overall": None if perf.overall is None else perf.overall.to_dict(),
     }
 
@@ -942,6 +1000,17 @@ def _performance_summary(
 def _decide(
     findings: list[Finding], performance: dict[str, Any]
 ) -> tuple[str, str, str, list[str]]:
+    """Cause, recommendation, summary and evidence; the summary also names every
+    instrumentation warning or information and why it does not count as a problem."""
+    cause, recommendation, summary, evidence = _cause(findings, performance)
+    minor = [f for f in findings if f.stage == "instrumentation" and f.severity != "problem"]
+    if minor:
+        listed = "; ".join(f"{f.title} ({f.impact or f.severity})" for f in minor)
+        summary += f" Not counted as instrumentation problems: {listed}."
+    return cause, recommendation, summary, evidence
+
+
+def _cause(findings: list[Finding], performance: dict[str, Any]) -> tuple[str, str, str, list[str]]:
     """Cause, recommendation, one-line summary and the evidence, in the checking order."""
     problems = {
         s: [f for f in findings if f.stage == s and f.severity == "problem"]
@@ -981,6 +1050,16 @@ def _decide(
         )
     if problems["concept_drift"]:
         item = problems["concept_drift"][0]
+        if item.data.get("signal", {}).get("from_first_window"):
+            return (
+                "concept_drift",
+                "retrain",
+                f"{headline}, while the inputs look like the training data: a difference "
+                "between training and serving (feature computation skew, or an optimistic "
+                "evaluation) rather than a change over time. Check that serving computes "
+                "the inputs as training did; if it does, retrain on recently labelled data.",
+                _evidence([item]),
+            )
         return (
             "concept_drift",
             "retrain",
@@ -1010,6 +1089,11 @@ def _headline(performance: dict[str, Any]) -> str:
     metric, base = performance["metric"], performance["baseline"]
     if base is None or not performance["measured"]:
         return f"{metric} cannot be measured (too few feedback labels)"
+    if performance.get("from_first_window") and performance["recent"] is not None:
+        return (
+            f"{metric} is {performance['recent']:.3f}, below {base:.3f} "
+            f"({performance['baseline_source']}) from the first window on"
+        )
     if performance["dropped"] and performance["recent"] is not None:
         return (
             f"{metric} fell from {base:.3f} ({performance['baseline_source']}) to "

@@ -16,7 +16,12 @@ For every profiled column ``drift_report`` computes, from the window and the pre
   share ratio of a single category (see below); new categories are listed;
 - **text**: Jensen-Shannon distance between token distributions (the profile's vocabulary
   plus one out-of-vocabulary bucket), the out-of-vocabulary rate against the same
-  vocabulary, and the shift of the length distribution (KS + normalised Wasserstein);
+  vocabulary, and the shift of the length distribution (KS + normalised Wasserstein). No
+  single document can dominate: each one contributes at most about twice the tokens of the
+  longest reference document (its first ones), and for the length Wasserstein a document
+  longer than any reference document counts as long as the longest one. One 800 KB text in
+  a window of tweets therefore moves the token shares and the length distance by about
+  1/n, like any other document, instead of outweighing the whole window;
 - **missing values**: a two-proportion test of the missing rate, for every column;
 - **predictions**: the prediction/probability/label columns of the profile get the same
   tests (label distribution, probability sketches) and are reported as prediction drift.
@@ -47,6 +52,11 @@ trivia; the same defaults therefore hold from about ``min_rows`` (100) to millio
 The missing rate is flagged when its change is significant and >= 5 points. The dataset is
 flagged when the share of drifted features reaches ``drift_share``.
 
+One number per column, :func:`drift_score`, summarises part 2 for plots and tables: the
+column's largest effect size divided by the threshold of that effect (1 = at the threshold,
+2 = twice it), so numeric, categorical and text columns share one scale. A column is flagged
+when its score reaches 1 *and* the change is significant (part 1).
+
 Bad input never crashes the report: an empty window raises
 :class:`~loopline.errors.DataError` with a hint (there is nothing to compare), while a column
 missing from the window, a column with only missing values, unparseable values, too few rows
@@ -61,6 +71,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -225,6 +236,13 @@ class DriftReport:
         """Every flagged column, prediction and label columns included."""
         return [f.column for f in self.features if f.drifted]
 
+    @property
+    def judged(self) -> bool:
+        """Whether a drift decision was made for some feature (enough rows, data present)."""
+        return self.n_window >= self.config.min_rows and any(
+            f.role == "feature" and f.status in ("ok", "all_missing") for f in self.features
+        )
+
     def __getitem__(self, column: str) -> FeatureDrift:
         for result in self.features:
             if result.column == column:
@@ -244,7 +262,8 @@ class DriftReport:
                 "label_drift": self.label_drift,
                 "drifted_features": self.drifted_features,
                 "drifted_columns": self.drifted_columns,
-                "features": [asdict(f) for f in self.features],
+                "features": [_feature_dict(f, self.config) for f in self.features],
+                "score_meaning": SCORE_MEANING,
                 "issues": [i.to_dict() for i in self.issues],
                 "extra_columns": list(self.extra_columns),
                 "config": asdict(self.config),
@@ -262,10 +281,11 @@ class DriftReport:
                 f"Drift: {len(self.drifted_features)} of {n_features} features drifted "
                 f"({self.share_drifted:.0%}) -> {verdict}; window {self.n_window:,} rows"
             ),
-            caption="; ".join(i.message for i in self.issues[:5]) or None,
+            caption="; ".join([SCORE_MEANING, *(i.message for i in self.issues[:5])]),
         )
         for name in ("column", "kind", "status", "test", "q-value", "PSI", "JS", "W/sd", "missing"):
             table.add_column(name, justify="left" if name in ("column", "kind") else "right")
+        table.add_column("score (effect / threshold)")
         table.add_column("drift")
         for f in self.features:
             missing = f"{f.missing_rate_reference:.1%}"
@@ -281,6 +301,7 @@ class DriftReport:
                 _fmt(f.js_distance),
                 _fmt(f.wasserstein),
                 missing,
+                _score_cell(drift_score(f, self.config)),
                 "[bold red]yes[/]" if f.drifted else "no",
                 style="red" if f.drifted else None,
             )
@@ -492,8 +513,15 @@ class _NumericStats:
     out_of_range: float
 
 
-def _numeric_stats(sketch: NumericSketch, x: np.ndarray, psi_bins: int) -> _NumericStats:
-    """Compare finite values ``x`` with a quantile sketch: KS, PSI, JS and Wasserstein."""
+def _numeric_stats(
+    sketch: NumericSketch, x: np.ndarray, psi_bins: int, *, clip: bool = False
+) -> _NumericStats:
+    """Compare finite values ``x`` with a quantile sketch: KS, PSI, JS and Wasserstein.
+
+    ``clip``: for the Wasserstein distance, values outside the reference's range count as
+    its minimum or maximum, so one value adds at most (max - min) / (n * scale) to it (the
+    tests and out-of-range rate still see the raw values).
+    """
     edges = np.asarray(sketch.edges)
     ref_cum = np.asarray(sketch.cum_counts, dtype=np.float64)
     n_ref, n_win = ref_cum[-1], float(x.size)
@@ -517,7 +545,8 @@ def _numeric_stats(sketch: NumericSketch, x: np.ndarray, psi_bins: int) -> _Nume
     n_upto_max = int(win_cum[-1])
     below = edges[0] * n_below - float(xs[:n_below].sum())
     above = float(xs[n_upto_max:].sum()) - edges[-1] * (xs.size - n_upto_max)
-    wasserstein = (float(np.dot(inner, np.diff(edges))) + (below + above) / n_win) / sketch.scale
+    overshoot = 0.0 if clip else (below + above) / n_win
+    wasserstein = (float(np.dot(inner, np.diff(edges))) + overshoot) / sketch.scale
     out_of_range = (n_below + xs.size - n_upto_max) / n_win
     return _NumericStats(
         ks=ks,
@@ -631,11 +660,17 @@ def _text_drift(
     sketch: TextSketch, values: pd.Series, cfg: DriftConfig, result: FeatureDrift
 ) -> None:
     docs = sample_texts(values, cfg.text_sample)
-    tokens, doc_pos = explode_tokens(docs)
+    cap = token_cap(sketch)
+    # Cutting very long texts first keeps tokenising cheap; the token cap applies after it.
+    tokens, doc_pos = explode_tokens(docs.str.slice(0, 50 * max(int(sketch.length.max), 1)))
+    first = _first_tokens(doc_pos, cap)
+    capped = int(np.sum(np.bincount(doc_pos, minlength=len(docs)) > cap))
+    tokens, doc_pos = tokens[first], doc_pos[first]
     win, dispersion = bucket_counts(tokens, doc_pos, list(sketch.tokens))
     ref = np.append(np.array(list(sketch.tokens.values()), dtype=np.float64), sketch.other_tokens)
     n_tokens = float(win.sum())
-    lengths = _numeric_stats(sketch.length, docs.str.len().to_numpy(dtype=np.float64), cfg.psi_bins)
+    lengths = docs.str.len().to_numpy(dtype=np.float64)
+    length_stats = _numeric_stats(sketch.length, lengths, cfg.psi_bins, clip=True)
     p_tokens = 1.0
     if n_tokens > 0:
         # Tokens too rare to be expected 5 times in this window are pooled with the
@@ -647,22 +682,45 @@ def _text_drift(
         result.js_distance = _js_distance_debiased(ref_b, win_b, sketch.dispersion, dispersion)
         result.psi = _psi(ref_b, win_b)
     result.test = "text"
-    result.p_value = min(1.0, 2 * min(p_tokens, lengths.p_value))
+    result.p_value = min(1.0, 2 * min(p_tokens, length_stats.p_value))
     result.statistic = result.js_distance
-    result.wasserstein = lengths.wasserstein
+    result.wasserstein = length_stats.wasserstein
     result.details.update(
         token_p_value=p_tokens,
-        length_p_value=lengths.p_value,
-        length_ks=lengths.ks,
+        length_p_value=length_stats.p_value,
+        length_ks=length_stats.ks,
         mean_length_reference=sketch.length.mean,
-        mean_length=float(docs.str.len().mean()),
+        mean_length=float(lengths.mean()),
+        median_length_reference=sketch.length.p50,
+        median_length=float(np.median(lengths)),
+        documents_beyond_reference_length=int(np.sum(lengths > sketch.length.max)),
         oov_rate_reference=sketch.other_tokens / max(sketch.n_tokens, 1),
         oov_rate=float(win[-1] / n_tokens) if n_tokens else None,
         tokens=int(n_tokens),
+        tokens_per_document_cap=cap,
+        documents_capped=capped,
         documents=len(docs),
         dispersion_reference=sketch.dispersion,
         dispersion=dispersion,
     )
+
+
+def token_cap(sketch: TextSketch) -> int:
+    """The most tokens one window document contributes to the token distribution.
+
+    About twice the tokens of the longest reference document (its length in characters
+    times the reference's tokens per character), so no reference-like document is cut and
+    no single document (an 800 KB paste) can outweigh a window of normal ones.
+    """
+    characters = sketch.length.mean * sketch.n_docs
+    per_character = sketch.n_tokens / characters if characters > 0 else 1.0
+    return max(1, math.ceil(2 * sketch.length.max * per_character))
+
+
+def _first_tokens(doc_pos: np.ndarray, cap: int) -> np.ndarray:
+    """Mask of the first ``cap`` tokens of every document (``doc_pos`` is sorted)."""
+    rank = np.arange(doc_pos.size) - np.searchsorted(doc_pos, doc_pos, side="left")
+    return rank < cap
 
 
 def _pool_sparse(
@@ -742,7 +800,8 @@ def _effects(r: FeatureDrift, cfg: DriftConfig) -> list[str]:
     if r.psi is not None and r.psi >= cfg.psi_threshold and r.kind != "text":
         out.append(f"PSI {r.psi:.3f} >= {cfg.psi_threshold}")
     if r.js_distance is not None and r.js_distance >= js_limit:
-        out.append(f"JS distance {r.js_distance:.3f} >= {js_limit}")
+        what = "token JS distance" if r.kind == "text" else "JS distance"
+        out.append(f"{what} {r.js_distance:.3f} >= {js_limit}")
     ratio = r.details.get("max_rate_ratio")
     if ratio is not None and ratio >= cfg.rate_ratio_threshold:
         category = r.details.get("max_rate_ratio_category")
@@ -751,6 +810,104 @@ def _effects(r: FeatureDrift, cfg: DriftConfig) -> list[str]:
     if oov is not None and oov_ref is not None and oov - oov_ref >= cfg.oov_threshold:
         out.append(f"out-of-vocabulary rate {oov_ref:.1%} -> {oov:.1%}")
     return out
+
+
+SCORE_MEANING = (
+    "drift score = the column's largest effect size divided by the threshold of that effect "
+    "(1 = at the threshold, 2 = twice it); a column is flagged when its score reaches 1 and "
+    "the change is also statistically significant after multiple-testing correction"
+)
+
+
+@dataclass(frozen=True)
+class DriftScore:
+    """The drift score of one column and the effect behind it.
+
+    ``value`` is ``effect_value / threshold``: ``effect`` names the largest effect size
+    (relative to its threshold) of the column, ``unit`` the unit of ``effect_value`` and
+    ``threshold`` ("sd": standard deviations of the reference, "x": a share multiplied or
+    divided by, "points": a rate change in percentage points, "": unit-free in [0, 1] or
+    PSI's scale).
+    """
+
+    value: float
+    effect: str
+    effect_value: float
+    threshold: float
+    unit: str = ""
+
+    def text(self) -> str:
+        """``"2.60x threshold: token JS distance 0.130 (flags at 0.05)"``."""
+        return (
+            f"{self.value:.2f}x threshold: {self.effect} {_with_unit(self.effect_value, self.unit)}"
+            f" (flags at {_with_unit(self.threshold, self.unit)})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, with :meth:`text`."""
+        return {**asdict(self), "text": self.text()}
+
+
+def drift_score(
+    result: FeatureDrift | Mapping[str, Any], config: DriftConfig | None = None
+) -> DriftScore | None:
+    """The column's largest effect size relative to its threshold (see :data:`SCORE_MEANING`).
+
+    Uses the effects of the decision rule: normalised Wasserstein, PSI (not for text), JS
+    distance, the largest category share ratio, the out-of-vocabulary rise and the missing-
+    rate change. ``result`` may be a :class:`FeatureDrift` or its ``to_dict()``. ``None``
+    when nothing was measured.
+    """
+    cfg = config or DriftConfig()
+    values = result if isinstance(result, Mapping) else asdict(result)
+    details = values.get("details") or {}
+    text = values.get("kind") == "text"
+    candidates: list[tuple[str, float | None, float, str]] = [
+        ("length Wasserstein" if text else "Wasserstein", values.get("wasserstein"),
+         cfg.wasserstein_threshold, "sd"),
+        ("PSI", None if text else values.get("psi"), cfg.psi_threshold, ""),
+        ("token JS distance" if text else "JS distance", values.get("js_distance"),
+         cfg.text_js_threshold if text else cfg.js_threshold, ""),
+    ]  # fmt: skip
+    ratio = details.get("max_rate_ratio")
+    if ratio is not None and details.get("max_rate_ratio_category") is not None:
+        name = f"share ratio of {details['max_rate_ratio_category']!r}"
+        candidates.append((name, ratio, cfg.rate_ratio_threshold, "x"))
+    oov, oov_ref = details.get("oov_rate"), details.get("oov_rate_reference")
+    if oov is not None and oov_ref is not None:
+        candidates.append(("out-of-vocabulary rise", oov - oov_ref, cfg.oov_threshold, "points"))
+    missing, missing_ref = values.get("missing_rate"), values.get("missing_rate_reference")
+    if missing is not None and missing_ref is not None:
+        change = abs(missing - missing_ref)
+        candidates.append(("missing-rate change", change, cfg.missing_rate_threshold, "points"))
+    scores = [
+        DriftScore(float(v) / limit, name, float(v), limit, unit)
+        for name, v, limit, unit in candidates
+        if v is not None and limit > 0 and math.isfinite(v)
+    ]
+    return max(scores, key=lambda score: score.value) if scores else None
+
+
+def _with_unit(value: float, unit: str) -> str:
+    if unit == "points":
+        return f"{value * 100:+.1f} points" if value else "0 points"
+    if unit == "x":
+        return f"{value:.2f}x"
+    return f"{value:.3g} sd" if unit == "sd" else f"{value:.3g}"
+
+
+def _feature_dict(result: FeatureDrift, config: DriftConfig) -> dict[str, Any]:
+    """A column's result with its drift score: ``score`` (the number), ``score_effect``."""
+    score = drift_score(result, config)
+    return {
+        **asdict(result),
+        "score": None if score is None else score.value,
+        "score_effect": None if score is None else score.to_dict(),
+    }
+
+
+def _score_cell(score: DriftScore | None) -> str:
+    return "-" if score is None else f"{score.value:.2f} ({score.effect})"
 
 
 # --------------------------------------------------------------------------- statistics

@@ -436,7 +436,12 @@ def _precision_recall(
 
 @dataclass
 class ConceptDriftSignal:
-    """Whether performance fell while the inputs stayed put, with the evidence."""
+    """Whether performance fell while the inputs stayed put, with the evidence.
+
+    ``from_first_window``: the metric is below the reference profile's already in the first
+    judged window, with stable inputs there: a gap between training and serving rather than
+    a change over time.
+    """
 
     detected: bool
     metric: str
@@ -445,6 +450,7 @@ class ConceptDriftSignal:
     degraded_windows: list[dict[str, Any]] = field(default_factory=list)
     since: str | None = None
     evidence: list[str] = field(default_factory=list)
+    from_first_window: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -454,6 +460,7 @@ class ConceptDriftSignal:
             "baseline": _round(self.baseline),
             "baseline_source": self.baseline_source,
             "since": self.since,
+            "from_first_window": self.from_first_window,
             "degraded_windows": self.degraded_windows,
             "evidence": list(self.evidence),
         }
@@ -534,11 +541,14 @@ def detect_concept_drift(
     first = judged[0].start.isoformat() if judged else None
     if (
         source == "reference profile"
-        and signal.degraded_windows[:1]
-        and (signal.degraded_windows[0]["start"] == first)
+        and concept[:1]
+        and concept[0]["start"] == first
+        and signal.degraded_windows[0]["start"] == first
     ):
-        # Below the reference from the very first window: no change over time, but a gap
-        # between evaluation and production.
+        # Below the reference from the very first window with inputs like the training
+        # data: no change over time, but a gap between evaluation and production. (With the
+        # inputs moved there, the fall coincides with data drift, said above.)
+        signal.from_first_window = True
         signal.evidence.append(
             f"{metric} is below the reference already in the first window: a difference "
             "between training and serving (feature computation skew, or an optimistic "

@@ -4,14 +4,19 @@
 each window with the model version's reference profile, and returns a JSON-able
 :class:`MonitorReport`. :func:`write_html` renders it as ONE self-contained HTML file
 (inline CSS and SVG, no script, no network), and :func:`print_summary` prints it in the
-terminal. The loading helpers here (:func:`load_monitor_data`, :func:`drift_over_windows`)
-are shared with :mod:`loopline.monitor.diagnose`.
+terminal. The loading helpers (:func:`load_monitor_data`, :func:`drift_over_windows`) live in
+:mod:`loopline.monitor.logdata` and are re-exported here.
+
+One diagnosis, one wording: the report's explanation (what happened and what to do) is the
+:class:`~loopline.monitor.diagnose.Diagnosis` of the same data and windows, shown as
+``loopline monitor diagnose`` shows it; the report adds measurements, never a second
+interpretation.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import html
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,16 +27,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from loopline.errors import DataError, LooplineError
+from loopline.monitor.diagnose import DiagnoseThresholds, diagnose_data, diagnose_thresholds
+from loopline.monitor.logdata import (
+    INPUT_PREFIX,
+    PROBA_PREFIX,
+    MonitorData,
+    WindowDrift,
+    drift_over_windows,
+    drift_score,
+    fallback_note,
+    fallback_profile,
+    load_monitor_data,
+    parse_since,
+    window_inputs,
+    without_labels,
+)
 from loopline.monitor.performance import (
-    PREDICTION,
     TS,
-    VERSION,
     WindowSpec,
-    attach_labels,
-    detect_concept_drift,
-    iter_windows,
-    parse_duration,
     parse_window,
     served,
     windowed_performance,
@@ -42,10 +55,11 @@ if TYPE_CHECKING:
 
     from loopline.config import Settings
     from loopline.core.metadata import MetadataStore
-    from loopline.monitor.drift import DriftConfig, DriftReport, FeatureDrift
     from loopline.monitor.profile import Profile
 
 __all__ = [
+    "INPUT_PREFIX",
+    "PROBA_PREFIX",
     "MonitorData",
     "MonitorReport",
     "WindowDrift",
@@ -60,6 +74,7 @@ __all__ = [
     "print_summary",
     "read_alerts",
     "render_html",
+    "short_labels",
     "svg_bar_chart",
     "svg_heatmap",
     "svg_line_chart",
@@ -67,327 +82,8 @@ __all__ = [
     "without_labels",
     "write_html",
 ]
-
-INPUT_PREFIX = "input."
-PROBA_PREFIX = "proba."
 _MAX_CATEGORIES = 12  # bars per categorical distribution plot; the rest is "(other)"
 _HIST_BINS = 20
-
-
-# --- loading ------------------------------------------------------------------------------
-
-
-@dataclass
-class MonitorData:
-    """Everything monitoring reads for one model: the log with labels and the reference.
-
-    ``frame`` is the prediction log (all routes) with ``label_true``; ``profile`` is the
-    reference profile of ``reference_version`` (``None`` when no version has one stored,
-    then ``reference_note`` says what stands in for it).
-    """
-
-    model_name: str
-    frame: pd.DataFrame
-    unmatched_feedback: int
-    profile: Profile | None
-    reference_version: str | None
-    reference_note: str
-    since: datetime | None = None
-    until: datetime | None = None
-    messages: list[str] = field(default_factory=list)
-
-    @property
-    def versions(self) -> list[str]:
-        """Model versions seen in the log, in order of first appearance."""
-        if VERSION not in self.frame.columns:
-            return []
-        return [str(v) for v in pd.unique(self.frame[VERSION].dropna())]
-
-
-def parse_since(text: str | datetime | None, *, now: datetime | None = None) -> datetime | None:
-    """``"2026-05-01"``, ``"2026-05-01T12:00"`` (UTC unless it says otherwise) or a look-back
-    duration such as ``"7d"``/``"24h"`` (meaning that long before now).
-
-    Raises:
-        LooplineError: neither a date/time nor a duration.
-    """
-    if text is None or isinstance(text, datetime):
-        return _utc(text) if isinstance(text, datetime) else None
-    value = text.strip()
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        stamp = None
-    if stamp is not None and stamp is not pd.NaT and any(c in value for c in "-/:"):
-        return _utc(stamp.to_pydatetime())
-    back = parse_duration(value)
-    if back is None or back <= pd.Timedelta(0):
-        raise LooplineError(
-            f"cannot read the time {text!r}",
-            hint="write a date such as 2026-05-01, a UTC time such as 2026-05-01T12:00, "
-            "or a look-back such as 7d or 24h",
-        )
-    return (now or datetime.now(UTC)) - back.to_pytimedelta()
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def load_monitor_data(
-    model_name: str,
-    settings: Settings,
-    *,
-    since: str | datetime | None = None,
-    until: str | datetime | None = None,
-    version: str | None = None,
-    store: MetadataStore | None = None,
-) -> MonitorData:
-    """Read the model's logged predictions, join the feedback, and find its reference profile.
-
-    The reference is the profile stored with ``version``, or else with the version that
-    served the most recent prediction (then older versions in the log are tried).
-
-    Raises:
-        LooplineError: nothing was logged for the model in the period.
-    """
-    from loopline.core.feedback import read_feedback
-    from loopline.core.metadata import MetadataStore
-    from loopline.core.predlog import read_predictions
-
-    start, end = parse_since(since), parse_since(until)
-    assert settings.prediction_log_url is not None and settings.metadata_url is not None
-    log = read_predictions(settings.prediction_log_url, model_name, start, end)
-    if log.empty:
-        period = _period_text(start, end)
-        raise LooplineError(
-            f"no predictions of model {model_name!r} are logged{period}",
-            hint=f"serve it with `loopline serve {model_name}` (the log is at "
-            f"{settings.prediction_log_url}), or widen --since/--until",
-        )
-    own = store is None
-    store = store or MetadataStore(settings.metadata_url)
-    try:
-        feedback = read_feedback(store, model_name, since=start)
-        frame, unmatched = attach_labels(log, feedback)
-        found = _find_profile(model_name, settings, store, frame, version)
-    finally:
-        if own:
-            store.close()
-    profile, ref_version, note, messages = found
-    return MonitorData(
-        model_name, frame, unmatched, profile, ref_version, note, start, end, messages
-    )
-
-
-def _period_text(start: datetime | None, end: datetime | None) -> str:
-    parts = []
-    if start is not None:
-        parts.append(f" since {start.isoformat()}")
-    if end is not None:
-        parts.append(f" until {end.isoformat()}")
-    return "".join(parts)
-
-
-def _find_profile(
-    model_name: str,
-    settings: Settings,
-    store: MetadataStore,
-    frame: pd.DataFrame,
-    version: str | None,
-) -> tuple[Profile | None, str | None, str, list[str]]:
-    """The first version (asked-for, else newest served first) whose profile loads."""
-    from loopline.core.artifacts import ArtifactStore
-    from loopline.monitor.profile import Profile
-
-    candidates = [version] if version else _recent_versions(frame)
-    messages: list[str] = []
-    artifacts: ArtifactStore | None = None
-    for candidate in candidates:
-        row = store.model_version(model_name, candidate)
-        digest = (row or {}).get("profile_hash")
-        if not digest:
-            messages.append(f"version {candidate} of {model_name!r} has no reference profile")
-            continue
-        try:
-            artifacts = artifacts or ArtifactStore(str(settings.artifact_root))
-            stored = artifacts.load(digest)
-            profile = stored if isinstance(stored, Profile) else Profile.from_dict(stored)
-        except (OSError, ValueError, KeyError, LooplineError) as exc:
-            messages.append(f"the reference profile of version {candidate} is unreadable: {exc}")
-            continue
-        return profile, candidate, f"reference profile of version {candidate}", messages
-    return None, None, "no reference profile", messages
-
-
-def _recent_versions(frame: pd.DataFrame) -> list[str]:
-    if VERSION not in frame.columns:
-        return []
-    rows = served(frame).sort_values(TS, kind="stable")
-    return [str(v) for v in pd.unique(rows[VERSION].dropna()[::-1])]
-
-
-def fallback_profile(frame: pd.DataFrame, window: WindowSpec) -> tuple[Profile, str]:
-    """A stand-in reference built from the first non-empty window of the log.
-
-    Used when no model version has a stored profile: drift then means "changed since the
-    log began", which is weaker than "changed since training", and the report says so.
-    """
-    from loopline.monitor.profile import build_profile
-
-    first = next((w for w in iter_windows(served(frame), window) if not w.frame.empty), None)
-    if first is None:
-        raise LooplineError(
-            "the log holds no served predictions (only shadow ones) and no reference profile",
-            hint="store a reference profile with the model version, or widen --since",
-        )
-    inputs = window_inputs(first.frame, None)
-    return build_profile(inputs), f"the first window of the log (from {first.key})"
-
-
-def window_inputs(frame: pd.DataFrame, profile: Profile | None) -> pd.DataFrame:
-    """The logged inputs under their training names (``input.age`` -> ``age``), plus the
-    prediction and probability columns under the names the profile gives them."""
-    columns = {c: c.removeprefix(INPUT_PREFIX) for c in frame.columns if c.startswith(INPUT_PREFIX)}
-    out = frame[list(columns)].rename(columns=columns)
-    if profile is None:
-        return out
-    if profile.prediction and PREDICTION in frame.columns:
-        out[profile.prediction] = frame[PREDICTION].to_numpy()
-    for name in profile.probabilities:
-        logged = name if name in frame.columns else PROBA_PREFIX + name
-        if logged in frame.columns:
-            out[name] = frame[logged].to_numpy()
-    return out
-
-
-# --- drift over time ----------------------------------------------------------------------
-
-
-def without_labels(profile: Profile) -> Profile:
-    """The profile minus its true-label column: the log has no labels, only the late
-    feedback for some rows, so comparing it would flag "missing labels" in every window."""
-    columns = {k: c for k, c in profile.columns.items() if c.role != "label"}
-    return dataclasses.replace(profile, columns=columns)
-
-
-@dataclass
-class WindowDrift:
-    """The drift report of one window (``report`` is ``None`` for an empty window)."""
-
-    start: pd.Timestamp
-    end: pd.Timestamp
-    n_rows: int
-    report: DriftReport | None
-    message: str | None = None
-
-    @property
-    def key(self) -> str:
-        """The window's start as ISO-8601 (as in the performance series)."""
-        return self.start.isoformat()
-
-    @property
-    def share_drifted(self) -> float | None:
-        """Share of features flagged (``None`` without a report)."""
-        return None if self.report is None else self.report.share_drifted
-
-    def to_dict(self) -> dict[str, Any]:
-        """A compact JSON-able summary (per-feature scores, flags and issues)."""
-        out: dict[str, Any] = {
-            "start": self.start.isoformat(),
-            "end": self.end.isoformat(),
-            "n_rows": self.n_rows,
-            "message": self.message,
-        }
-        if self.report is None:
-            return out
-        out.update(
-            share_drifted=_round(self.report.share_drifted),
-            dataset_drift=self.report.dataset_drift,
-            prediction_drift=self.report.prediction_drift,
-            drifted_features=self.report.drifted_features,
-            features={f.column: _feature_summary(f) for f in self.report.features},
-            issues=[i.to_dict() for i in self.report.issues],
-            extra_columns=list(self.report.extra_columns),
-        )
-        return out
-
-
-def _feature_summary(result: Any) -> dict[str, Any]:
-    return {
-        "role": result.role,
-        "kind": result.kind,
-        "status": result.status,
-        "drifted": result.drifted,
-        "score": _round(drift_score(result)),
-        "psi": _round(result.psi),
-        "js_distance": _round(result.js_distance),
-        "wasserstein": _round(result.wasserstein),
-        "q_value": _round(result.q_value, 6),
-        "missing_rate": _round(result.missing_rate),
-        "reasons": list(result.reasons),
-    }
-
-
-def drift_score(result: FeatureDrift | Mapping[str, Any]) -> float | None:
-    """One number per column for plots: the largest effect size relative to its threshold
-    (1.0 = at the threshold), so numeric, categorical and text columns share one scale.
-
-    Takes a :class:`~loopline.monitor.drift.FeatureDrift` or its ``to_dict()``.
-    """
-    values = result if isinstance(result, Mapping) else dataclasses.asdict(result)
-    cfg = _default_drift_config()
-    text = values["kind"] == "text"
-    limits = {
-        "psi": None if text else cfg.psi_threshold,
-        "js_distance": cfg.text_js_threshold if text else cfg.js_threshold,
-        "wasserstein": cfg.wasserstein_threshold,
-    }
-    ratios = [
-        values[name] / limit
-        for name, limit in limits.items()
-        if limit and values.get(name) is not None
-    ]
-    if values.get("missing_rate") is not None:
-        change = abs(values["missing_rate"] - values["missing_rate_reference"])
-        ratios.append(change / cfg.missing_rate_threshold)
-    finite = [r for r in ratios if math.isfinite(r)]
-    return max(finite) if finite else None
-
-
-def _default_drift_config() -> DriftConfig:
-    from loopline.monitor.drift import DriftConfig
-
-    return DriftConfig()
-
-
-def drift_over_windows(
-    profile: Profile,
-    frame: pd.DataFrame,
-    window: str | int | WindowSpec,
-    config: DriftConfig | None = None,
-) -> list[WindowDrift]:
-    """:func:`~loopline.monitor.drift.drift_report` for every window of the served log.
-
-    Empty windows (a gap in the log) get no report and say so, instead of failing the whole
-    series.
-    """
-    from loopline.monitor.drift import DriftConfig, drift_report
-
-    config = config or DriftConfig()
-    profile = without_labels(profile)
-    results = []
-    for win in iter_windows(served(frame), window):
-        if win.frame.empty:
-            results.append(WindowDrift(win.start, win.end, 0, None, "no predictions logged"))
-            continue
-        try:
-            report = drift_report(profile, window_inputs(win.frame, profile), config=config)
-        except DataError as exc:
-            results.append(WindowDrift(win.start, win.end, len(win.frame), None, str(exc)))
-            continue
-        results.append(WindowDrift(win.start, win.end, len(win.frame), report))
-    return results
 
 
 # --- the report ---------------------------------------------------------------------------
@@ -399,9 +95,11 @@ class MonitorReport:
 
     Sections: ``drift`` (whole period against the reference), ``drift_over_time`` (one entry
     per window), ``distributions`` (reference vs current, for the plots), ``performance``
-    (per window and version, with the label coverage), ``concept_drift``, ``fairness``
-    (``None`` without a group column), ``alerts`` and ``messages`` (what could not be
-    measured, and why).
+    (per window and version, with the label coverage), ``concept_drift`` (the diagnosis'
+    concept-drift signal), ``fairness`` (``None`` without a group column), ``alerts``,
+    ``messages`` (what could not be measured, and why), ``diagnosis`` (what
+    ``loopline monitor diagnose`` concludes from the same data and windows: the report's only
+    explanation) and ``score_meaning`` (what the per-feature drift ``score`` measures).
     """
 
     model_name: str
@@ -421,6 +119,8 @@ class MonitorReport:
     fairness: dict[str, Any] | None
     alerts: list[dict[str, Any]]
     messages: list[str]
+    diagnosis: dict[str, Any] = field(default_factory=dict)
+    score_meaning: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (for ``--json`` and :func:`write_html`)."""
@@ -448,12 +148,17 @@ def build_report(
             one that served the most recent prediction).
         positive_label: the positive class for precision/recall and fairness.
 
+    The explanation is :func:`~loopline.monitor.diagnose.diagnose`'s, with the thresholds of
+    ``monitoring.diagnose`` in ``loopline.yaml``.
+
     Raises:
         LooplineError: nothing logged in the period, or a bad window/period/column.
+        ConfigError: invalid ``monitoring.diagnose`` settings.
     """
     from loopline.core.metadata import MetadataStore
 
     spec = parse_window(window)
+    thresholds = diagnose_thresholds(settings)
     assert settings.metadata_url is not None
     store = MetadataStore(settings.metadata_url)
     try:
@@ -464,7 +169,12 @@ def build_report(
     finally:
         store.close()
     return build_report_from_data(
-        data, spec, group_column=group_column, positive_label=positive_label, alerts=alerts
+        data,
+        spec,
+        group_column=group_column,
+        positive_label=positive_label,
+        alerts=alerts,
+        thresholds=thresholds,
     )
 
 
@@ -475,31 +185,25 @@ def build_report_from_data(
     group_column: str | None = None,
     positive_label: str | None = None,
     alerts: list[dict[str, Any]] | None = None,
+    thresholds: DiagnoseThresholds | None = None,
 ) -> MonitorReport:
     """:func:`build_report` on data already loaded (tests and notebooks use this)."""
-    from loopline.monitor.drift import drift_report
+    from loopline.monitor.drift import SCORE_MEANING, drift_report
 
     spec = parse_window(window)
     frame = data.frame
-    messages = list(data.messages)
+    messages: list[str] = []
     profile, reference_note = data.profile, data.reference_note
     if profile is None:
         profile, reference_note = fallback_profile(frame, spec)
-        messages.append(
-            f"no reference profile is stored for {data.model_name!r}: drift is measured "
-            f"against {reference_note}"
-        )
+        messages.append(fallback_note(reference_note))
     windows = drift_over_windows(profile, frame, spec)
+    diagnosis = diagnose_data(data, spec, thresholds=thresholds, windows=windows)
+    messages = list(dict.fromkeys([*messages, *diagnosis.notes]))
     current = served(frame)
     overall = drift_report(without_labels(profile), window_inputs(current, profile))
     performance = windowed_performance(
         frame, spec, positive_label=positive_label, unmatched_feedback=data.unmatched_feedback
-    )
-    messages.extend(performance.messages)
-    concept = detect_concept_drift(
-        performance,
-        input_drift={w.key: w.share_drifted for w in windows if w.share_drifted is not None},
-        reference=_reference_metrics(profile),
     )
     fairness = None
     if group_column:
@@ -526,19 +230,13 @@ def build_report_from_data(
         drift_over_time=[w.to_dict() for w in windows],
         distributions=feature_distributions(profile, current),
         performance=performance.to_dict(),
-        concept_drift=concept.to_dict(),
+        concept_drift=diagnosis.concept,
         fairness=fairness,
         alerts=alerts or [],
         messages=messages,
+        diagnosis=diagnosis.to_dict(),
+        score_meaning=SCORE_MEANING,
     )
-
-
-def _reference_metrics(profile: Profile | None) -> dict[str, Any] | None:
-    """The profile's overall training/evaluation metrics (accuracy, precision, recall)."""
-    if profile is None or not profile.performance:
-        return None
-    overall = profile.performance.get("overall")
-    return overall if isinstance(overall, dict) else None
 
 
 def _fairness_section(
@@ -579,8 +277,12 @@ def read_alerts(
     for row in rows:
         for key in ("created_at", "window_start", "window_end"):
             if isinstance(row.get(key), datetime):
-                row[key] = _utc(row[key]).isoformat()
+                row[key] = _as_utc(row[key]).isoformat()
     return rows
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # --- distributions for the plots ----------------------------------------------------------
@@ -675,38 +377,48 @@ def _num(value: float) -> str:
 
 
 def print_summary(report: MonitorReport, console: Console | None = None) -> None:
-    """A short terminal summary: the headline, drift per feature, performance, fairness."""
+    """A short terminal summary: the headline, drift per feature, performance, the diagnosis
+    (in ``loopline monitor diagnose``'s words), fairness and alerts."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
     perf = report.performance
     overall = perf.get("overall") or {}
     console.print(
-        f"[bold]{report.model_name}[/] versions {', '.join(report.versions) or '-'}; "
+        f"[bold]{escape(report.model_name)}[/] versions {', '.join(report.versions) or '-'}; "
         f"{report.period['start']} .. {report.period['end']}; "
         f"{report.n_predictions:,} predictions, {report.n_labeled:,} labelled "
-        f"({_pct(overall.get('label_coverage'))}); reference: {report.reference['source']}"
+        f"({_pct(overall.get('label_coverage'))}); reference: "
+        f"{escape(str(report.reference['source']))}"
     )
     console.print(_drift_table(report))
     table = Table(title=f"Performance per {report.window['window']} window")
     for name in ("window start", "n", "labelled", "accuracy", "macro-F1", "precision", "recall"):
         table.add_column(name, justify="left" if name == "window start" else "right")
-    for w in perf["windows"]:
-        if w["model_version"] is None:
-            table.add_row(
-                w["start"][:16],
-                str(w["n_predictions"]),
-                str(w["n_labeled"]),
-                _fmt(w["accuracy"]),
-                _fmt(w["macro_f1"]),
-                _fmt(w["precision"]),
-                _fmt(w["recall"]),
-            )
+    windows = [w for w in perf["windows"] if w["model_version"] is None]
+    starts = short_labels([w["start"] for w in windows], with_date=True)
+    for label, w in zip(starts, windows, strict=True):
+        table.add_row(
+            label,
+            str(w["n_predictions"]),
+            str(w["n_labeled"]),
+            _fmt(w["accuracy"]),
+            _fmt(w["macro_f1"]),
+            _fmt(w["precision"]),
+            _fmt(w["recall"]),
+        )
     console.print(table)
-    concept = report.concept_drift
-    verdict = "[bold red]concept drift[/]" if concept["detected"] else "no concept drift"
-    console.print(f"{verdict}: " + "; ".join(concept["evidence"]))
+    diagnosis = report.diagnosis
+    if diagnosis:
+        action = str(diagnosis["recommendation"]).replace("_", " ").upper()
+        console.print(
+            f"[bold]Diagnosis[/] (as `loopline monitor diagnose`): recommendation {action}"
+        )
+        console.print(escape(diagnosis["summary"]), highlight=False)
+        for line in diagnosis["evidence"]:
+            console.print(f"  - {escape(line)}", highlight=False)
     if report.fairness:
         fair = report.fairness["overall"]
         console.print(
@@ -717,34 +429,50 @@ def print_summary(report: MonitorReport, console: Console | None = None) -> None
     if report.alerts:
         console.print(f"{len(report.alerts)} alert(s), newest: {report.alerts[0]['rule']}")
     for message in report.messages:
-        console.print(f"[yellow]note:[/] {message}")
+        console.print(f"[yellow]note:[/] {escape(message)}")
 
 
 def _drift_table(report: MonitorReport) -> Any:
     from rich.table import Table
 
-    table = Table(title="Drift against the reference (whole period; windows flagged)")
-    for name in ("feature", "kind", "drifted", "score", "windows flagged", "first flagged"):
+    table = Table(
+        title="Drift against the reference (whole period; windows flagged)",
+        caption=report.score_meaning or None,
+    )
+    for name in ("feature", "kind", "drifted", "score", "largest effect", "windows flagged",
+                 "first flagged"):  # fmt: skip
         table.add_column(name, justify="left" if name in ("feature", "kind") else "right")
+    judged = [w for w in report.drift_over_time if w.get("judged")]
+    labels = dict(
+        zip(
+            [w["start"] for w in judged],
+            short_labels([w["start"] for w in judged], with_date=True),
+            strict=True,
+        )
+    )
     for feature in (report.drift or {}).get("features", []):
         if feature["role"] != "feature":
             continue
         name = feature["column"]
-        flagged = [
-            w["start"]
-            for w in report.drift_over_time
-            if w.get("features", {}).get(name, {}).get("drifted")
-        ]
-        judged = sum(1 for w in report.drift_over_time if "features" in w)
+        flagged = [w["start"] for w in judged if w.get("features", {}).get(name, {}).get("drifted")]
         table.add_row(
             name,
             feature["kind"],
             "[bold red]yes[/]" if feature["drifted"] else "no",
-            _fmt(drift_score(feature)),
-            f"{len(flagged)}/{judged}",
-            flagged[0][:16] if flagged else "-",
+            _fmt(feature.get("score")),
+            _effect_text(feature.get("score_effect")),
+            f"{len(flagged)}/{len(judged)}",
+            labels[flagged[0]] if flagged else "-",
         )
     return table
+
+
+def _effect_text(score: Mapping[str, Any] | None) -> str:
+    """``"token JS distance 0.13 (threshold 0.05)"`` from a drift score dict."""
+    if not score:
+        return "-"
+    text = str(score.get("text", ""))
+    return text.split(": ", 1)[1] if ": " in text else text
 
 
 def _fmt(value: Any) -> str:
@@ -830,24 +558,19 @@ def _header_line(data: dict[str, Any]) -> str:
     )
 
 
+_STAGE_TITLES = (
+    ("instrumentation", "1. Instrumentation"),
+    ("data_drift", "2. Data drift"),
+    ("concept_drift", "3. Concept drift"),
+    ("model_version", "4. Model versions"),
+)
+_SEVERITY_MARK = {"problem": "✗", "warning": "!", "info": "·"}
+
+
 def _summary_section(data: dict[str, Any]) -> str:
-    drift = data.get("drift") or {}
-    drifted = drift.get("drifted_features") or []
-    concept = data["concept_drift"]
+    diagnosis = data.get("diagnosis") or {}
+    findings = diagnosis.get("findings") or {}
     overall = data["performance"].get("overall") or {}
-    badges = [
-        _badge(
-            f"data drift: {', '.join(drifted)}" if drifted else "no data drift",
-            "bad" if drift.get("dataset_drift") else ("warn" if drifted else "ok"),
-        ),
-        _badge(
-            "concept drift since " + str(concept["since"])[:16]
-            if concept["detected"]
-            else "no concept drift",
-            "bad" if concept["detected"] else "ok",
-        ),
-        _badge(f"{len(data['alerts'])} alert(s)", "bad" if data["alerts"] else "ok"),
-    ]
     facts = [
         ("predictions", f"{data['n_predictions']:,}"),
         ("with feedback", f"{data['n_labeled']:,} ({_pct(overall.get('label_coverage'))})"),
@@ -856,13 +579,71 @@ def _summary_section(data: dict[str, Any]) -> str:
         ("macro-F1 (whole period)", _fmt(overall.get("macro_f1"))),
     ]
     rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in facts)
-    notes = "".join(f"<li>{_e(m)}</li>" for m in data["messages"])
-    evidence = "".join(f"<li>{_e(m)}</li>" for m in concept["evidence"])
+    notes = "".join(f"<li>{_e(m)}</li>" for m in diagnosis.get("notes") or [])
     return (
-        f"<section id='summary'><h2>Summary</h2><p>{''.join(badges)}</p><table>{rows}</table>"
-        f"<p>Concept drift check:</p><ul>{evidence}</ul>"
+        f"<section id='summary'><h2>Summary</h2><p>{''.join(_badges(data))}</p>"
+        f"<table>{rows}</table>{_diagnosis_html(diagnosis, findings)}"
         + (f"<p>Notes:</p><ul>{notes}</ul>" if notes else "")
         + "</section>"
+    )
+
+
+def _badges(data: dict[str, Any]) -> list[str]:
+    """Badges that repeat the diagnosis' verdicts (never a verdict of their own)."""
+    diagnosis = data.get("diagnosis") or {}
+    findings = diagnosis.get("findings") or {}
+    drifted = diagnosis.get("drifted_features") or []
+    drift_warnings = [
+        f["column"]
+        for f in findings.get("data_drift", [])
+        if f["severity"] == "warning" and f.get("column")
+    ]
+    concept = [f for f in findings.get("concept_drift", []) if f["severity"] == "problem"]
+    recommendation = str(diagnosis.get("recommendation", "none"))
+    badges = [
+        _badge(
+            f"recommendation: {recommendation.replace('_', ' ')}",
+            "ok" if recommendation == "none" else "bad",
+        ),
+        _badge(
+            f"data drift: {', '.join(drifted)}"
+            if drifted
+            else (
+                f"earlier drift: {', '.join(drift_warnings)}" if drift_warnings else "no data drift"
+            ),
+            "bad" if drifted else ("warn" if drift_warnings else "ok"),
+        ),
+        _badge(
+            f"concept drift since {short_labels([concept[0]['since']], with_date=True)[0]}"
+            if concept and concept[0].get("since")
+            else ("concept drift" if concept else "no concept drift"),
+            "bad" if concept else "ok",
+        ),
+        _badge(f"{len(data['alerts'])} alert(s)", "bad" if data["alerts"] else "ok"),
+    ]
+    return badges
+
+
+def _diagnosis_html(diagnosis: dict[str, Any], findings: dict[str, Any]) -> str:
+    """The diagnosis as ``loopline monitor diagnose`` prints it: conclusion, then stages."""
+    if not diagnosis:
+        return ""
+    stages = []
+    for stage, title in _STAGE_TITLES:
+        items = findings.get(stage) or []
+        if not items:
+            stages.append(f"<li>{_e(title)}: nothing found</li>")
+            continue
+        lines = "".join(
+            f"<li>{_e(_SEVERITY_MARK.get(f['severity'], ''))} <b>{_e(f['title'])}</b>"
+            f"{_e(' (since ' + str(f['since'])[:19] + ')' if f.get('since') else '')}"
+            f"<ul>{''.join(f'<li>{_e(line)}</li>' for line in f['evidence'])}</ul></li>"
+            for f in items
+        )
+        stages.append(f"<li>{_e(title)}<ul>{lines}</ul></li>")
+    return (
+        "<h3>Diagnosis (as <code>loopline monitor diagnose</code>)</h3>"
+        f"<p class='verdict'>{_e(diagnosis['summary'])}</p><ul>{''.join(stages)}</ul>"
     )
 
 
@@ -878,26 +659,35 @@ def _drift_time_section(data: dict[str, Any]) -> str:
     if not windows or not features:
         return "<section id='drift-over-time'><h2>Drift over time</h2><p>No windows.</p></section>"
     labels = short_labels([w["start"] for w in windows])
-    scores = [
-        [(w.get("features") or {}).get(f, {}).get("score") for w in windows] for f in features
+    cells = [[(w.get("features") or {}).get(f) for w in windows] for f in features]
+    scores = [[None if c is None else c.get("score") for c in row] for row in cells]
+    flags = [[bool(c and c.get("drifted")) for c in row] for row in cells]
+    judged = [
+        [
+            bool(c and w.get("judged") and c.get("status") in ("ok", "all_missing"))
+            for c, w in zip(row, windows, strict=True)
+        ]
+        for row in cells
     ]
-    flags = [
-        [bool((w.get("features") or {}).get(f, {}).get("drifted")) for w in windows]
-        for f in features
-    ]
-    heat = svg_heatmap(features, labels, scores, flags)
+    effects = [[_effect_text((c or {}).get("score_effect")) for c in row] for row in cells]
+    heat = svg_heatmap(features, labels, scores, flags, judged=judged, notes=effects)
+    # The share is of the same decisions as the cells: a red cell is a flagged feature of a
+    # judged window, which makes that window's share > 0; unjudged windows have no share.
     share = svg_line_chart(
         labels,
-        {"share of features drifted": [w.get("share_drifted") for w in windows]},
+        {"share of features flagged": [w.get("share_drifted") for w in windows]},
         y_max=1.0,
     )
     return (
         "<section id='drift-over-time'><h2>Drift over time</h2>"
-        "<p>Each cell: the largest drift effect of a feature in a window relative to its "
-        "threshold (1 = at the threshold); a red border marks a feature flagged as drifted "
-        "(significant after correction and large enough). Grey: no data.</p>"
+        f"<p>Each cell is a feature in a window; its number is the drift score: "
+        f"{_e(data.get('score_meaning') or '')}. Red: flagged as drifted (darker = larger "
+        "score); blue: judged and not flagged (shaded by the same score); grey: not judged "
+        "(no data, or fewer rows than the drift test needs). Hover a cell for the effect "
+        "and its threshold.</p>"
         f"<div class='grid'><figure>{heat}</figure><figure>{share}"
-        "<figcaption>Share of features flagged per window</figcaption></figure></div></section>"
+        "<figcaption>Share of features flagged per judged window (no point: not judged)"
+        "</figcaption></figure></div></section>"
     )
 
 
@@ -942,16 +732,20 @@ def _performance_section(data: dict[str, Any]) -> str:
     baseline = data["concept_drift"].get("baseline")
     metrics = svg_line_chart(labels, series, y_max=1.0, reference=baseline)
     coverage = svg_bar_chart(
-        labels, {"label coverage": [w["label_coverage"] for w in windows]}, y_max=1.0
+        labels,
+        {"label coverage": [w["label_coverage"] for w in windows]},
+        y_max=1.0,
+        max_label=None,
     )
-    notes = "".join(f"<li>{_e(m)}</li>" for m in perf["messages"])
+    # Its notes (missing labels, stray feedback, empty windows) are findings of the
+    # diagnosis in the summary: not repeated here.
     return (
         "<section id='performance'><h2>Performance over time (delayed labels)</h2>"
         f"{_legend(list(series))}<div class='grid'><figure>{metrics}<figcaption>"
         "Metrics per window on the predictions whose feedback arrived; dashed: the baseline "
-        f"({_e(data['concept_drift']['baseline_source'])})</figcaption></figure>"
+        f"({_e(data['concept_drift'].get('baseline_source'))})</figcaption></figure>"
         f"<figure>{coverage}<figcaption>Share of predictions with feedback</figcaption>"
-        f"</figure></div>{'<ul>' + notes + '</ul>' if notes else ''}</section>"
+        f"</figure></div></section>"
     )
 
 
@@ -1046,12 +840,53 @@ def _y_axis(top: int, bottom: int, left: int, right: int, y_max: float) -> str:
     return "".join(parts)
 
 
-def short_labels(starts: Sequence[str]) -> list[str]:
-    """Window starts as short axis labels: ``05-01`` for whole days, else ``05-01 13:00``."""
+_LEVELS = (  # label resolutions, coarse to fine: (unit, time format)
+    (pd.Timedelta(days=1), ""),
+    (pd.Timedelta(minutes=1), "%H:%M"),
+    (pd.Timedelta(seconds=1), "%H:%M:%S"),
+    (pd.Timedelta(milliseconds=1), "%H:%M:%S.%f/ms"),
+    (pd.Timedelta(microseconds=1), "%H:%M:%S.%f"),
+)
+
+
+def short_labels(starts: Sequence[str | pd.Timestamp], *, with_date: bool = False) -> list[str]:
+    """Window starts as axis labels, at the resolution the range needs.
+
+    The resolution (days, minutes, seconds, milliseconds, microseconds) is the coarsest that
+    is at least as fine as the smallest step between the starts and gives distinct starts
+    distinct labels: ``06-01`` for days, ``13:05`` for windows minutes apart on one day,
+    ``03:21:05`` for seconds, ``03:21:05.350`` below that. The date is shown when the starts
+    span several days (or ``with_date``), the year when they span several years.
+    """
     stamps = [pd.Timestamp(s) for s in starts]
-    if all(t == t.normalize() for t in stamps):
-        return [t.strftime("%m-%d") for t in stamps]
-    return [t.strftime("%m-%d %H:%M") for t in stamps]
+    if not stamps:
+        return []
+    distinct = sorted(set(stamps))
+    steps = [b - a for a, b in itertools.pairwise(distinct)]
+    step = min(steps) if steps else None
+    level = 0
+    for level, (unit, _) in enumerate(_LEVELS):
+        exact = all(t == t.floor(unit) for t in distinct)
+        if (step is None and exact) or (step is not None and unit <= step and (level or exact)):
+            break
+    years = len({t.year for t in distinct}) > 1
+    dated = with_date or len({t.date() for t in distinct}) > 1
+    for index in range(level, len(_LEVELS)):
+        labels = [_stamp_label(t, index, dated=dated, years=years) for t in stamps]
+        if len(set(labels)) == len(distinct):
+            return labels
+    return [t.isoformat() for t in stamps]
+
+
+def _stamp_label(stamp: pd.Timestamp, level: int, *, dated: bool, years: bool) -> str:
+    date = stamp.strftime("%Y-%m-%d" if years else "%m-%d")
+    pattern = _LEVELS[level][1]
+    if not pattern:
+        return date
+    time = stamp.strftime(pattern.removesuffix("/ms"))
+    if pattern.endswith("/ms"):
+        time = time[:-3]
+    return f"{date} {time}" if dated else time
 
 
 def _x_labels(labels: Sequence[str], xs: Sequence[float], y: int, *, rotate: bool = False) -> str:
@@ -1143,8 +978,13 @@ def svg_bar_chart(
     y_max: float | None = None,
     width: int = 360,
     height: int = 200,
+    max_label: int | None = 10,
 ) -> str:
-    """Grouped bars as inline SVG, one group per label and one bar per series."""
+    """Grouped bars as inline SVG, one group per label and one bar per series.
+
+    ``max_label``: axis labels are cut to this many characters (``None``: never; time axes
+    use that, cut times would repeat).
+    """
     left, right, top, bottom = 40, width - 8, 10, height - 28
     values = [v for s in series.values() for v in s if v is not None and math.isfinite(v)]
     top_value = y_max or max([*values, 1e-9]) * 1.1
@@ -1167,7 +1007,8 @@ def svg_bar_chart(
                 f"fill='{color}'><title>{_e(labels[i])} {_e(name)}: {value:.3f}</title></rect>"
             )
     xs = [left + group * (i + 0.5) for i in range(len(labels))]
-    parts.append(_x_labels([str(label)[:10] for label in labels], xs, height - 8))
+    shown = [str(label) if max_label is None else str(label)[:max_label] for label in labels]
+    parts.append(_x_labels(shown, xs, height - 8))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -1178,9 +1019,16 @@ def svg_heatmap(
     values: Sequence[Sequence[float | None]],
     flags: Sequence[Sequence[bool]],
     *,
+    judged: Sequence[Sequence[bool]] | None = None,
+    notes: Sequence[Sequence[str]] | None = None,
     cell: int = 22,
 ) -> str:
-    """Rows x columns of cells shaded by value (0 white .. 3+ full red), flagged ones outlined."""
+    """Rows x columns of cells, coloured by the decision and shaded by value (0 .. 3+).
+
+    Flagged cells are red, judged cells that are not flagged blue, cells without a decision
+    (``judged`` false, or no value) grey, so a red cell always means "flagged". ``notes``
+    are added to each cell's tooltip (the effect behind the value).
+    """
     label_width = min(160, 8 + 7 * max((len(r) for r in rows), default=4))
     width = label_width + cell * len(columns) + 10
     height = 14 + cell * len(rows) + 70
@@ -1192,15 +1040,20 @@ def svg_heatmap(
             f"text-anchor='end'>{_e(name[:22])}</text>"
         )
         for c, column in enumerate(columns):
-            value = values[r][c]
+            value, flagged = values[r][c], flags[r][c]
+            decided = value is not None and (judged is None or judged[r][c])
             x = label_width + c * cell
-            fill = "#e4e7eb" if value is None else _heat_color(value)
-            stroke = "#c81e1e" if flags[r][c] else "#ffffff"
-            shown = "no data" if value is None else f"{value:.2f}x threshold"
+            fill = _heat_color(value, flagged) if decided and value is not None else "#e4e7eb"
+            shown = "no data" if value is None else f"score {value:.2f}"
+            if value is not None and notes and notes[r][c] not in ("", "-"):
+                shown += f" = {notes[r][c]}"
+            verdict = "flagged" if flagged else ("not flagged" if decided else "not judged")
+            if value is None:
+                verdict = "not judged"
             parts.append(
                 f"<rect x='{x}' y='{y}' width='{cell - 2}' height='{cell - 2}' fill='{fill}' "
-                f"stroke='{stroke}' stroke-width='2'><title>{_e(name)} @ {_e(column)}: "
-                f"{shown}{' (drifted)' if flags[r][c] else ''}</title></rect>"
+                f"stroke='{'#8a1c1c' if flagged else '#ffffff'}' stroke-width='2'>"
+                f"<title>{_e(name)} @ {_e(column)}: {_e(shown)}; {verdict}</title></rect>"
             )
     xs = [label_width + c * cell + cell / 2 for c in range(len(columns))]
     parts.append(_x_labels(list(columns), xs, 10 + cell * len(rows) + 10, rotate=True))
@@ -1208,7 +1061,9 @@ def svg_heatmap(
     return "".join(parts)
 
 
-def _heat_color(value: float) -> str:
+def _heat_color(value: float, flagged: bool) -> str:
     level = min(max(value, 0.0) / 3.0, 1.0)
-    green_blue = int(255 - 200 * level)
-    return f"rgb(255,{green_blue},{green_blue})"
+    if flagged:  # red, visibly so even at the threshold
+        other = int(170 - 130 * level)
+        return f"rgb(255,{other},{other})"
+    return f"rgb({int(255 - 90 * level)},{int(255 - 60 * level)},255)"  # blue, never red
