@@ -241,8 +241,9 @@ def test_missing_columns_say_expected_found_and_how_to_map(tmp_path: Path) -> No
     assert "missing column 'text' and 'label'" in message
     assert "found columns: COMMENT_ID, CONTENT, CLASS" in message
     assert info.value.hint is not None
-    assert "text_column='CONTENT'" in info.value.hint
-    assert "label_column='CLASS'" in info.value.hint
+    # The flags a command-line user types, and the arguments a Python user passes.
+    assert "--text-column CONTENT --label-column CLASS" in info.value.hint
+    assert "text_column and label_column arguments" in info.value.hint
 
 
 def test_missing_label_column_only(tmp_path: Path) -> None:
@@ -250,7 +251,7 @@ def test_missing_label_column_only(tmp_path: Path) -> None:
     path.write_text("text\nhello\n")
     with pytest.raises(DataError, match="missing column 'label'") as info:
         read_table(path)
-    assert "label_column=None" in (info.value.hint or "")
+    assert "Python: label_column None" in (info.value.hint or "")
 
 
 def test_non_utf8_csv_names_line_and_byte_and_suggests_latin1(tmp_path: Path) -> None:
@@ -261,7 +262,7 @@ def test_non_utf8_csv_names_line_and_byte_and_suggests_latin1(tmp_path: Path) ->
     message = str(info.value)
     assert "cannot decode" in message and str(path) in message
     assert "line 3" in message and "byte offset 26" in message and "0xE9" in message
-    assert 'encoding="latin-1"' in (info.value.hint or "")
+    assert "--encoding latin-1 (Python: the encoding argument)" in (info.value.hint or "")
     assert load_source(path, encoding="latin-1")["text"].iloc[1] == "café au lait"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -503,3 +504,31 @@ def report_warnings(err: ValidationFailed) -> list[str]:
     warnings = err.report["warnings"]
     assert isinstance(warnings, list)
     return warnings
+
+
+def test_table_hints_hold_no_python_calls() -> None:
+    """Table hints reach `loopline run` users too: they name arguments, not Python calls."""
+    df = pd.DataFrame(
+        {
+            "id": [1, 1, 2, 2],
+            "amount": ["1", "x", "2", "x"],
+            "when": ["2018-04-01", "2018-04-02", "2018-04-03", "2018-04-02"],
+            "extra": [0, 0, 0, 0],
+        }
+    )
+    schema = {
+        "columns": {
+            "id": {"unique": True},
+            "amount": {"dtype": "float"},
+            "when": {"dtype": "datetime"},
+            "gone": {"dtype": "int"},
+        },
+        "strict": True,
+    }
+    err = table_failure(pd.concat([df, df.iloc[[3]]], ignore_index=True), schema)
+    hints = {v["check"]: v["hint"] for v in err.report["violations"]}  # type: ignore[attr-defined]
+    assert {"columns", "extra_columns", "id_unique", "amount_dtype", "when_dtype"} <= set(hints)
+    for check, hint in hints.items():
+        assert not re.search(r"\b[A-Za-z_][\w.]*\(", hint), f"{check}: {hint}"
+        assert not re.search(r"\b[A-Za-z_]\w*=", hint), f"{check}: {hint}"
+    assert "parse_dates argument" in hints["when_dtype"]

@@ -127,6 +127,7 @@ def test_stats_and_disagreements(client: TestClient, queue: LabelQueue) -> None:
             "agreement": pytest.approx(2 / 3),
             "n_annotations": 3,
             "votes": {"positive": 2, "negative": 1},
+            "context": {"current_label": None, "suggestions": []},
         }
     ]
 

@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -81,7 +82,17 @@ def test_import_a_label_studio_export(queue: LabelQueue, tmp_path: Path) -> None
     assert list(ann["lead_time_s"]) == [3.5, 3.5, 3.5]
     assert str(ann["created_at"][0]) == "2026-11-20 10:00:00+00:00"
     tasks_frame = queue.tasks().set_index("item_id")
-    assert tasks_frame.loc["3", "payload"] == {"predictions": [{"result": [], "score": 0.4}]}
+    # Predictions are kept as suggestions; the file's control name is kept for export.
+    assert tasks_frame.loc["3", "payload"] == {
+        "predictions": [{"result": [], "score": 0.4}],
+        "_labelstudio": {
+            "from_name": "sentiment",
+            "to_name": "text",
+            "type": "choices",
+            "data_key": "text",
+        },
+    }
+    assert summary.predictions == 1
     assert tasks_frame.loc["1", "source"] == "labelstudio"
     # Importing the same file again changes nothing.
     again = import_labelstudio(queue, _write(tmp_path, tasks))
@@ -249,3 +260,226 @@ def test_cli_import_and_export(project: Path, monkeypatch: pytest.MonkeyPatch) -
     result = runner.invoke(label_app, ["import", str(_write(project, bad, "bad.json"))])
     assert isinstance(result.exception, LabelStudioError)
     assert "task 0 (id 1)" in str(result.exception)
+
+
+# -- a realistic round trip: names, predictions, annotators ------------------------------------
+SENTIMENT_CONFIG = """<View>
+  <Header value="How does the tweet feel?"/>
+  <Text name="tweet" value="$text"/>
+  <Choices name="sentiment" toName="tweet" choice="single" showInline="true">
+    <Choice value="negative"/>
+    <Choice value="positive"/>
+  </Choices>
+</View>
+"""
+
+
+def _result(label: str, region: str) -> dict[str, Any]:
+    return {
+        "value": {"choices": [label]},
+        "id": region,
+        "from_name": "sentiment",
+        "to_name": "tweet",
+        "type": "choices",
+        "origin": "manual",
+    }
+
+
+def _annotation(number: int, task: int, user: int, label: str, lead: float) -> dict[str, Any]:
+    """One annotation as Label Studio 1.x writes it in a JSON export."""
+    return {
+        "id": number,
+        "completed_by": user,
+        "result": [_result(label, f"reg{number}")],
+        "was_cancelled": False,
+        "ground_truth": False,
+        "created_at": f"2026-03-0{task}T10:1{number % 10}:00.123456Z",
+        "updated_at": f"2026-03-0{task}T10:1{number % 10}:00.123456Z",
+        "draft_created_at": None,
+        "lead_time": lead,
+        "prediction": {},
+        "result_count": 0,
+        "unique_id": f"0b5c-{number}",
+        "import_id": None,
+        "last_action": None,
+        "task": task,
+        "project": 7,
+        "updated_by": user,
+        "parent_prediction": None,
+        "parent_annotation": None,
+        "last_created_by": None,
+    }
+
+
+def _prediction(number: int, task: int, label: str, score: float) -> dict[str, Any]:
+    return {
+        "id": number,
+        "model_version": "tweet-bert-2026-02",
+        "created_ago": "2 weeks",
+        "result": [dict(_result(label, f"pred{number}"), origin="prediction")],
+        "score": score,
+        "cluster": None,
+        "neighbors": None,
+        "mislabeling": 0.0,
+        "created_at": "2026-02-20T08:00:00.000000Z",
+        "updated_at": "2026-02-20T08:00:00.000000Z",
+        "model": None,
+        "model_run": None,
+        "task": task,
+        "project": 7,
+    }
+
+
+def _export_task(task: int, text: str, annotations: list[Any], predictions: list[Any]) -> Any:
+    return {
+        "id": task,
+        "annotations": annotations,
+        "file_upload": "4b1e-tweets.json",
+        "drafts": [],
+        "predictions": predictions,
+        "data": {"text": text, "user": f"@user{task}"},
+        "meta": {},
+        "created_at": "2026-02-19T09:00:00.000000Z",
+        "updated_at": "2026-03-05T10:00:00.000000Z",
+        "inner_id": task,
+        "total_annotations": len(annotations),
+        "cancelled_annotations": 0,
+        "total_predictions": len(predictions),
+        "comment_count": 0,
+        "unresolved_comment_count": 0,
+        "last_comment_updated_at": None,
+        "project": 7,
+        "updated_by": 1,
+        "comment_authors": [],
+    }
+
+
+def _real_export() -> list[dict[str, Any]]:
+    """A Label Studio project export: choices `sentiment` on text object `tweet`, two
+    annotators (user ids 1 and 2), model predictions with a version and a score."""
+    return [
+        _export_task(
+            1,
+            "just landed in lisbon, sun is out!",
+            [_annotation(11, 1, 1, "positive", 4.2), _annotation(12, 1, 2, "positive", 6.0)],
+            [_prediction(101, 1, "positive", 0.97)],
+        ),
+        _export_task(
+            2,
+            "my flight got cancelled again",
+            [_annotation(13, 2, 1, "negative", 3.1), _annotation(14, 2, 2, "positive", 9.5)],
+            [_prediction(102, 2, "negative", 0.88)],
+        ),
+        _export_task(3, "monday meeting at 9", [], [_prediction(103, 3, "positive", 0.51)]),
+        _export_task(4, "no model has seen this one", [_annotation(15, 4, 2, "negative", 2.0)], []),
+    ]
+
+
+def _essentials(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What Label Studio imports from an export (its own bookkeeping aside)."""
+
+    def result(r: dict[str, Any]) -> dict[str, Any]:
+        return {k: r[k] for k in ("from_name", "to_name", "type", "value")}
+
+    return [
+        {
+            "id": task["id"],
+            "data": task["data"],
+            "annotations": [
+                {
+                    "completed_by": a["completed_by"],
+                    "result": [result(r) for r in a["result"]],
+                    "was_cancelled": a["was_cancelled"],
+                    "lead_time": a["lead_time"],
+                    "created_at": pd.Timestamp(a["created_at"]),
+                }
+                for a in task["annotations"]
+            ],
+            "predictions": [
+                {
+                    "model_version": p["model_version"],
+                    "score": p["score"],
+                    "result": [result(r) for r in p["result"]],
+                }
+                for p in task["predictions"]
+            ],
+        }
+        for task in tasks
+    ]
+
+
+@pytest.mark.parametrize("with_config", [False, True])
+def test_a_label_studio_export_survives_a_round_trip(tmp_path: Path, with_config: bool) -> None:
+    source = _write(tmp_path, _real_export())
+    queue = LabelQueue(f"sqlite:///{tmp_path}/m.db", "tweets")
+    options = {"config": SENTIMENT_CONFIG} if with_config else {}
+    summary = import_labelstudio(queue, source, **options)
+    assert (summary.tasks, summary.annotations) == (4, 5)
+    assert getattr(summary, "predictions", None) == 3
+    assert queue.label_set == ["negative", "positive"] if with_config else ["positive", "negative"]
+    assert list(queue.annotations()["annotator"]) == ["1", "2", "1", "2", "2"]
+
+    exported = export_labelstudio(queue, tmp_path / "back.json")
+    assert _essentials(exported) == _essentials(_real_export())
+    # Names come back exactly as Label Studio's config has them, so the file loads there again.
+    names = {(r["from_name"], r["to_name"], r["type"]) for t in exported for a in t["annotations"]
+             for r in a["result"]}  # fmt: skip
+    assert names == {("sentiment", "tweet", "choices")}
+
+    # And through Loopline once more: the same tasks, annotations and suggestions.
+    again = LabelQueue(queue.store, "again")
+    import_labelstudio(again, tmp_path / "back.json")
+    assert _essentials(export_labelstudio(again)) == _essentials(exported)
+
+
+def test_predictions_are_checked_and_counted(queue: LabelQueue, tmp_path: Path) -> None:
+    tasks = _good_tasks()
+    tasks[0]["predictions"] = [{"model_version": "v1", "score": "high", "result": []}]
+    with pytest.raises(LabelStudioError, match=r"task 0 \(id 1\): prediction 0: score must be"):
+        import_labelstudio(queue, _write(tmp_path, tasks))
+    tasks[0]["predictions"] = ["positive"]
+    with pytest.raises(LabelStudioError, match=r"prediction 0: expected an object"):
+        import_labelstudio(queue, _write(tmp_path, tasks))
+    _assert_nothing_imported(queue)
+
+
+def test_a_config_that_does_not_match_the_file_is_named(queue: LabelQueue, tmp_path: Path) -> None:
+    other = SENTIMENT_CONFIG.replace('name="sentiment"', 'name="mood"')
+    with pytest.raises(LabelStudioError, match=r"from_name 'sentiment'.*Choices tag is 'mood'"):
+        import_labelstudio(queue, _write(tmp_path, _real_export()), config=other)
+    with pytest.raises(LabelStudioError, match="no <Choices> tag"):
+        import_labelstudio(queue, _write(tmp_path, _real_export()), config="<View/>")
+    _assert_nothing_imported(queue)
+
+
+def test_the_text_object_names_the_data_field(tmp_path: Path) -> None:
+    tasks = _real_export()
+    for task in tasks:
+        task["data"] = {"tweet": task["data"].pop("text"), **task["data"]}
+    config = SENTIMENT_CONFIG.replace('value="$text"', 'value="$tweet"')
+    queue = LabelQueue(f"sqlite:///{tmp_path}/m.db", "tweets")
+    import_labelstudio(queue, _write(tmp_path, tasks), config=config)
+    assert queue.tasks()["text"][0] == "just landed in lisbon, sun is out!"
+    assert _essentials(export_labelstudio(queue)) == _essentials(tasks)
+    # Without the config, the results' object name finds the field too.
+    guessed = LabelQueue(queue.store, "guessed")
+    import_labelstudio(guessed, _write(tmp_path, tasks))
+    assert _essentials(export_labelstudio(guessed)) == _essentials(tasks)
+
+
+def test_cli_import_counts_predictions_and_takes_a_config(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOOPLINE_PROJECT_ROOT", str(project))
+    source = _write(project, _real_export())
+    config = project / "config.xml"
+    config.write_text(SENTIMENT_CONFIG, encoding="utf-8")
+    runner = CliRunner()
+    result = runner.invoke(label_app, ["import", str(source), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "3 prediction(s) kept as model suggestions" in " ".join(result.output.split())
+    target = project / "back.json"
+    assert runner.invoke(label_app, ["export", str(target)]).exit_code == 0
+    assert _essentials(json.loads(target.read_text(encoding="utf-8"))) == _essentials(
+        _real_export()
+    )

@@ -317,7 +317,13 @@ def test_stats_with_two_annotators_match_direct_computation(queue: LabelQueue) -
         },
     )
     stats = queue.stats()
-    assert stats["tasks"] == {"total": 3, "open": 0, "done": 3, "by_source": {"manual": 3}}
+    assert stats["tasks"] == {
+        "total": 3,
+        "open": 0,
+        "done": 3,
+        "labelled": 3,
+        "by_source": {"manual": 3},
+    }
     assert stats["annotators"] == {"ana": 3, "bob": 3}
     assert stats["label_counts"] == {"negative": 3, "positive": 3}
     assert stats["disagreements"] == 1

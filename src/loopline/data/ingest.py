@@ -72,6 +72,8 @@ _DOCUMENT_SUFFIXES = (".txt", ".txt.gz")
 # Column names people use for the text and the label, to suggest a mapping when ours is absent.
 _TEXT_NAMES = ("text", "content", "tweet", "sentence", "review", "body", "message", "comment")
 _LABEL_NAMES = ("label", "class", "sentiment", "target", "polarity", "y", "category")
+# Hints name the command-line flag and, for Python callers, the argument behind it.
+_PYTHON_ENCODING = "(Python: the encoding argument)"
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,8 @@ def _require_file(path: str | Path) -> Path:
     if p.is_dir():
         raise DataError(
             f"expected a data file, found a directory: {p}",
-            hint="pass the file inside it, or use format='lines' for a folder of text files",
+            hint="pass a file inside it, or read the folder as text files with --format lines "
+            "or --format text_folder (Python: the format argument)",
         )
     return p
 
@@ -126,7 +129,8 @@ def _codec(encoding: str) -> str:
     except LookupError:
         raise DataError(
             f"unknown text encoding {encoding!r}",
-            hint='use a Python codec name such as "utf-8", "latin-1" or "cp1252"',
+            hint="name a known encoding such as utf-8, latin-1 or cp1252: "
+            f"--encoding latin-1 {_PYTHON_ENCODING}",
         ) from None
 
 
@@ -177,12 +181,18 @@ def _encoding_hint(bad: bytes, codec: str) -> str:
     if codec.startswith("utf-8") and byte and 0xA0 <= byte[0] <= 0xFF:
         char = byte.decode("latin-1")
         return (
-            f'byte 0x{byte[0]:02X} is "{char}" in Latin-1: if the file is Latin-1, '
-            'pass encoding="latin-1"'
+            f'byte 0x{byte[0]:02X} is "{char}" in Latin-1: if the file is Latin-1, read it '
+            f"with --encoding latin-1 {_PYTHON_ENCODING}"
         )
     if codec.startswith("utf-8") and byte and 0x80 <= byte[0] <= 0x9F:
-        return 'the bytes look like Windows-1252: pass encoding="cp1252" (or "latin-1")'
-    return "re-save the file as UTF-8, or pass the encoding it was written in (encoding=...)"
+        return (
+            "the bytes look like Windows-1252: read the file with --encoding cp1252 (or "
+            f"--encoding latin-1) {_PYTHON_ENCODING}"
+        )
+    return (
+        "re-save the file as UTF-8, or name the encoding it was written in, e.g. "
+        f"--encoding latin-1 {_PYTHON_ENCODING}"
+    )
 
 
 def _decode_error(name: str, data: bytes, err: UnicodeDecodeError, codec: str) -> DataError:
@@ -432,12 +442,25 @@ def _map_columns(
 
 
 def _mapping_hint(columns: Sequence[str], text_column: str, label_column: str | None) -> str:
-    text_guess = _suggest(columns, _TEXT_NAMES) or text_column
-    parts = [f"text_column={text_guess!r}"]
+    """Name the flags (and the Python arguments) that map the source's columns."""
+    flags = [f"--text-column {_suggest(columns, _TEXT_NAMES) or 'COLUMN'}"]
+    arguments = ["text_column"]
+    label_guess = None
     if label_column is not None:
         label_guess = _suggest(columns, _LABEL_NAMES)
-        parts.append(f"label_column={label_guess!r}" if label_guess else "label_column=None")
-    return f"map the columns with {', '.join(parts)}; pass label_column=None for unlabelled data"
+        if label_guess is not None:
+            flags.append(f"--label-column {label_guess}")
+            arguments.append("label_column")
+    hint = (
+        f"name the source's columns: {' '.join(flags)} "
+        f"(Python: the {' and '.join(arguments)} argument{'s' if len(arguments) > 1 else ''})"
+    )
+    if label_column is not None and label_guess is None:
+        hint += (
+            "; for data without labels, name no label column "
+            "(--label-column none; Python: label_column None)"
+        )
+    return hint
 
 
 # ---------------------------------------------------------------------------------------------
@@ -473,8 +496,9 @@ def read_sentiment140(path: str | Path, encoding: str = "latin-1") -> pd.DataFra
             f"{polarity.iloc[first]!r} on line {first + 1} ({_plural(int(unknown.sum()), 'row')} "
             "in all)",
             hint=(
-                "is this the Sentiment140 CSV (polarity,id,date,query,user,text)? "
-                "read other CSVs with format='table' and text_column/label_column"
+                "is this the Sentiment140 CSV (polarity,id,date,query,user,text)? read other "
+                "CSVs as tables: --format table with --text-column and --label-column "
+                "(Python: the format, text_column and label_column arguments)"
             ),
         )
     df["label"] = labels.astype("str")
@@ -583,7 +607,7 @@ def read_text_folder(root: str | Path, *, encoding: str = "utf-8") -> pd.DataFra
             f"no documents in {base}: expected one sub-folder per label holding .txt files "
             f"(root/<label>/*.txt); found: {', '.join(found[:10]) or 'nothing'}",
             hint="move the files into a sub-folder named after their label; for files with "
-            "one text per line use format='lines'",
+            "one text per line use --format lines (Python: the format argument)",
         )
     texts: list[str] = []
     labels: list[str] = []
@@ -731,7 +755,7 @@ def _read_parquet(p: Path) -> pd.DataFrame:
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(
             f"cannot read Parquet file {p}: {exc}",
-            hint="the file is truncated or not Parquet; write it again (df.to_parquet)",
+            hint="the file is truncated or not Parquet; write it again",
         ) from None
 
 
@@ -882,7 +906,8 @@ def load_source(
     if format not in _FORMATS:
         raise DataError(
             f"unknown data format {format!r}: expected one of {', '.join(_FORMATS)}",
-            hint="leave format='auto' to detect it",
+            hint="name one of those, or leave out --format to detect it "
+            "(Python: the format argument, auto by default)",
         )
     text = str(source)
     if text.startswith(("http://", "https://")):
@@ -929,7 +954,8 @@ def _detect_format(path: Path) -> str:
     raise DataError(
         f"cannot tell the format of {path}: expected .csv, .tsv, .parquet, .zip, .txt "
         f"or a folder, found {''.join(path.suffixes) or 'no extension'}",
-        hint="pass format='table', 'lines', 'sentiment140' or 'vader'",
+        hint="name the format: --format table, lines, sentiment140 or vader "
+        "(Python: the format argument)",
     )
 
 

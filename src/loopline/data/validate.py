@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
@@ -107,7 +108,8 @@ def validate_text_dataset(
             "labels_required",
             len(df),
             "no label column (labels are required)",
-            "add a 'label' column, or label the data first (loopline label ...)",
+            "add a label column (or name it with --label-column), or label the data "
+            "first in the review queue (loopline label queue add FILE)",
         )
     if violations:
         raise _failure(report)
@@ -167,6 +169,12 @@ def _pct(fraction: float) -> str:
     return f"{fraction:.1%}"
 
 
+def _label_examples(labels: Sequence[str] | None, found: Sequence[Any]) -> list[str]:
+    """The allowed labels plus the ones found, for a ``--labels`` example."""
+    names = [*(labels or ()), *(str(v) for v in found)]
+    return list(dict.fromkeys(n for n in names if n.strip()))[:_MAX_SHOWN_VALUES]
+
+
 def _shown(values: Sequence[Any]) -> str:
     shown = ", ".join(repr(v) for v in values[:_MAX_SHOWN_VALUES])
     more = len(values) - _MAX_SHOWN_VALUES
@@ -216,7 +224,8 @@ def _schema_violation(
             "check": "columns",
             "rows": len(df),
             "message": f"missing column {_shown(values)} (found: {found})",
-            "hint": "map the source columns when loading (text_column=..., label_column=...)",
+            "hint": "name the source's columns when reading: --text-column and "
+            "--label-column (Python: the text_column and label_column arguments)",
         }
     if check == "not_nullable":
         return {
@@ -232,8 +241,9 @@ def _schema_violation(
             "rows": row_cases,
             "message": f"label outside {{{allowed}}} on {_rows(row_cases)} "
             f"(values: {_shown(values)})",
-            "hint": "map the labels when loading (label_map={...}), pass labels=[...], "
-            "or drop those rows",
+            "hint": "name the allowed labels, e.g. --labels "
+            f"{shlex.quote(','.join(_label_examples(labels, values)))} (Python: the labels "
+            "argument, or label_map when reading a table), or fix or drop those rows",
         }
     if check.startswith("dtype"):
         found = f"dtype {df[column].dtype}"
@@ -264,7 +274,7 @@ def _check_rows(report: dict[str, Any], n: int, rules: QualityRules) -> None:
             "min_rows",
             n,
             f"too few rows: {n:,} non-empty texts, expected at least {rules.min_rows:,}",
-            "collect more data, or lower QualityRules.min_rows",
+            "collect more data (Python: lower min_rows in the rules argument)",
         )
 
 
@@ -280,8 +290,8 @@ def _check_empties(report: dict[str, Any], rules: QualityRules) -> None:
             n,
             f"empty or whitespace-only text on {_rows(n)} ({_pct(fraction)} > max "
             f"{_pct(rules.max_empty_fraction)})",
-            "check the export (blank lines, a wrong text column), "
-            "or raise QualityRules.max_empty_fraction",
+            "check the export (blank lines, or the wrong --text-column), or drop the rows "
+            "without text (Python: raise max_empty_fraction in the rules argument)",
         )
     else:
         report["warnings"].append(f"{_rows(n)} with empty text dropped")
@@ -300,8 +310,8 @@ def _check_duplicates(report: dict[str, Any], kept: pd.Series, rules: QualityRul
             "duplicate_texts",
             n,
             f"{message} > max {_pct(rules.max_duplicate_fraction)})",
-            "deduplicate the data (df.drop_duplicates('text')), "
-            "or raise QualityRules.max_duplicate_fraction",
+            "remove the repeated texts from the data (Python: raise max_duplicate_fraction "
+            "in the rules argument)",
         )
     else:
         report["warnings"].append(message + ")")
@@ -328,8 +338,8 @@ def _check_encoding(report: dict[str, Any], kept: pd.Series, rules: QualityRules
             "encoding",
             n,
             f"{message} > max {_pct(rules.max_encoding_problem_fraction)})",
-            "the file was probably decoded with the wrong encoding: load it again with "
-            "encoding=... (e.g. 'utf-8' or 'latin-1')",
+            "the file was probably decoded with the wrong encoding: read it again with "
+            "--encoding utf-8 or --encoding latin-1 (Python: the encoding argument)",
         )
     else:
         report["warnings"].append(message + ")")
@@ -375,7 +385,7 @@ def _check_labels(
             "labels_required",
             report["unlabelled"],
             f"label missing on {_rows(report['unlabelled'])} (labels are required)",
-            "label those rows (loopline label ...) or drop them",
+            "label those rows in the review queue (loopline label queue add FILE) or drop them",
         )
     _check_classes(report, labels, rules)
 
@@ -424,7 +434,8 @@ def _check_classes(
                 counts[cls],
                 f"class {cls!r} has {_rows(counts[cls])} ({_pct(fractions[cls])} of labelled "
                 f"rows < min {_pct(rules.min_class_fraction)})",
-                "add examples of the rare class, or lower QualityRules.min_class_fraction",
+                "add examples of the rare class (Python: lower min_class_fraction in the "
+                "rules argument)",
             )
     absent = [c for c in labels or () if c not in counts]
     if absent:
@@ -679,7 +690,7 @@ def validate_table(
     if not isinstance(df, pd.DataFrame):
         raise DataError(
             f"validate_table expects a pandas DataFrame, found {type(df).__name__}",
-            hint="read the data first (loopline.data.tables.read_table_source)",
+            hint="read the data into a DataFrame first (read_table_source in loopline.data.tables)",
         )
     for name, share in (
         ("max_missing_share", max_missing_share),
@@ -838,7 +849,7 @@ def _table_schema_violations(
             "columns",
             len(df),
             f"missing column {_shown(missing)} (found: {found})",
-            "add or rename those columns in the data (df.rename(columns={...})), or fix the schema",
+            "add or rename those columns in the data, or fix the schema",
             examples=missing,
         )
     kinds: dict[tuple[str, int], str] = {}  # (column, check_number) -> our check kind
@@ -907,13 +918,12 @@ def _column_checks(
 
 
 _HINTS = {
-    "dtype": "convert the column (df[col].astype(...), pd.to_numeric(...)), "
-    "or fix the schema's dtype",
+    "dtype": "convert the column's values to that type in the source, or fix the schema's dtype",
     "not_null": "drop or fill the rows without a value, or set nullable: true",
     "min": "fix or drop those rows, or change the schema's min",
     "max": "fix or drop those rows, or change the schema's max",
     "allowed": "map or drop those values, or add them to the schema's allowed list",
-    "unique": "drop the duplicates (df.drop_duplicates(subset=[...])) or fix the source",
+    "unique": "drop the duplicates or fix the source",
 }
 
 
@@ -944,8 +954,8 @@ def _table_failures(
             "extra_columns",
             len(df),
             f"unexpected column {_shown(names)} (the schema is strict)",
-            "drop those columns (read_table_source(..., columns=[...])), add them to the "
-            "schema, or set strict: false",
+            "read only the columns you need (the columns argument of read_table), add "
+            "them to the schema, or set strict: false",
             examples=names,
         )
     combo = cases[cases["kind"] == "multiple_fields_uniqueness"]
@@ -1009,7 +1019,7 @@ def _column_failure(
         message = f"{column}: check {kind} failed on {_rows(n)}{shown}"
     hint = _HINTS.get(kind, "fix those rows or the schema")
     if kind == "dtype" and rule.dtype == "datetime":
-        hint = f"parse it when reading: read_table_source(..., parse_dates=[{column!r}])"
+        hint = f"parse it when reading: list {column!r} in the parse_dates argument of read_table"
     _add(
         report,
         f"{column}_{kind}",
@@ -1108,7 +1118,7 @@ def _check_duplicate_rows(report: dict[str, Any], df: pd.DataFrame, max_share: f
             "duplicate_rows",
             n,
             f"{message} > max {_pct(max_share)})",
-            "deduplicate the data (df.drop_duplicates()), or raise max_duplicate_share",
+            "remove the repeated rows from the data, or raise max_duplicate_share",
         )
     else:
         report["warnings"].append(message + ")")

@@ -630,7 +630,7 @@ def apply_lfs(
         raise LooplineError(
             f"cannot apply text labeling functions: expected a {text_column!r} column, "
             f"found {', '.join(map(str, df.columns)) or 'no columns'}",
-            hint="pass text_column=... naming the column that holds the text",
+            hint="name the column that holds the text with the text_column argument",
         )
     if n_jobs < 1:
         raise LooplineError(f"n_jobs must be at least 1, found {n_jobs}")

@@ -36,6 +36,7 @@ __all__ = [
     "Policy",
     "Task",
     "UnknownTask",
+    "list_queues",
     "load_human_labels",
     "override_labels",
 ]
@@ -176,7 +177,8 @@ class LabelQueue:
         if annotations_per_item is not None:
             if isinstance(annotations_per_item, bool) or int(annotations_per_item) < 1:
                 raise LooplineError(
-                    f"annotations_per_item must be 1 or more, found {annotations_per_item!r}"
+                    f"annotations_per_item must be 1 or more, found {annotations_per_item!r}",
+                    hint="e.g. --per-item 2 (Python: the annotations_per_item argument)",
                 )
             values["annotations_per_item"] = int(annotations_per_item)
         if not values:
@@ -210,8 +212,8 @@ class LabelQueue:
         if not labels:
             raise LooplineError(
                 f"queue {self.name!r} has no label set",
-                hint="create it with LabelQueue(..., labels=[...]) or "
-                "`loopline label queue add FILE --labels a,b`",
+                hint="set one with `loopline label queue add FILE --labels a,b` "
+                "(Python: the labels argument of LabelQueue)",
             )
         return labels
 
@@ -289,7 +291,7 @@ class LabelQueue:
                 raise LooplineError(
                     f"{len(unknown)} annotation item(s) are not in queue {self.name!r}, "
                     f"e.g. {unknown[:3]}",
-                    hint="add the items first (add_items) or pass them as items=...",
+                    hint="add those items first (Python: add_items, or the items argument)",
                 )
             written = self._upsert_annotations(conn, rows, task_ids)
             self._refresh_status(conn, sorted(set(task_ids.values())), None)
@@ -397,7 +399,8 @@ class LabelQueue:
         if row is None:
             raise UnknownTask(
                 f"no task {task_id} in queue {self.name!r}",
-                hint="ask for the next task (next_task / GET /api/next) for a valid id",
+                hint="take a task id from `loopline label queue next` "
+                "(Python: next_task; web: GET /api/next)",
             )
         return _task(dict(row._mapping))
 
@@ -450,7 +453,9 @@ class LabelQueue:
         if not isinstance(value, str) or value not in labels:
             raise LooplineError(
                 f"label {label!r} is not in queue {self.name!r}'s label set {labels}",
-                hint="use one of the listed labels, or add it with configure(labels=...)",
+                hint="use one of the listed labels, or widen the label set when adding items: "
+                "`loopline label queue add FILE --labels a,b,c` "
+                "(Python: the labels argument of configure)",
             )
         return value
 
@@ -561,6 +566,10 @@ class LabelQueue:
     def stats(self) -> dict[str, Any]:
         """Counts, per-annotator counts, label counts and agreement statistics.
 
+        ``tasks`` counts the queue's items: ``total``, ``open``, ``done`` (has the labels
+        it needs), ``labelled`` (has at least one label) and ``by_source``. The agreement
+        statistics count only labelled items (their ``items`` equals ``tasks.labelled``).
+
         ``agreement`` holds percent agreement, Fleiss' kappa, Krippendorff's alpha at the
         nominal level (and at the queue's level when that is ordinal or interval) and
         Cohen's kappa when exactly two annotators took part.
@@ -588,6 +597,7 @@ class LabelQueue:
                 "total": len(tasks),
                 "open": int((tasks["status"] == "open").sum()),
                 "done": int((tasks["status"] == "done").sum()),
+                "labelled": int((tasks["annotations"] > 0).sum()),
                 "by_source": _counts(tasks["source"]),
             },
             "annotations": len(ann),
@@ -658,6 +668,43 @@ def load_human_labels(
             opened.close()
 
 
+def list_queues(store: str | MetadataStore) -> list[dict[str, Any]]:
+    """Every queue with its label set and task counts (``total``, ``open``, ``done``), by name.
+
+    Reads only: unlike opening a :class:`LabelQueue`, it never creates a queue.
+    """
+    opened = MetadataStore(store) if isinstance(store, str) else store
+    lq, lt = schema.label_queues, schema.label_tasks
+    try:
+        with opened.engine.connect() as conn:
+            queues = conn.execute(sa.select(lq.c.name, lq.c.labels).order_by(lq.c.name)).all()
+            counts = conn.execute(
+                sa.select(lt.c.queue, lt.c.status, sa.func.count()).group_by(
+                    lt.c.queue, lt.c.status
+                )
+            ).all()
+    finally:
+        if isinstance(store, str):
+            opened.close()
+    by_queue: dict[str, dict[str, int]] = {}
+    for name, status, n in counts:
+        by_queue.setdefault(name, {})[str(status)] = int(n)
+    summaries = []
+    for name, labels in queues:
+        found = by_queue.get(name, {})
+        open_, done = found.get("open", 0), found.get("done", 0)
+        summaries.append(
+            {
+                "name": str(name),
+                "labels": list(orjson.loads(labels)),
+                "total": open_ + done,
+                "open": open_,
+                "done": done,
+            }
+        )
+    return summaries
+
+
 def annotation_watermark(store: MetadataStore, queue: str = "default") -> str:
     """A cheap fingerprint of a queue's annotations: changes whenever a label is added,
     replaced or undone. Pipelines put it in the cache key of the step reading human labels.
@@ -693,7 +740,7 @@ def override_labels(
             raise DataError(
                 f"expected a {key!r} column in {name} to match human labels on, "
                 f"found {list(frame.columns)}",
-                hint="match on 'item_id' or 'text' (key=...)",
+                hint="match on item_id or text (the key argument)",
             )
     if "label" not in human.columns:
         raise DataError(f"expected a 'label' column in human, found {list(human.columns)}")
@@ -968,7 +1015,8 @@ def _check_source(source: str) -> str:
     if not isinstance(source, str) or not _SOURCE.match(source):
         raise LooplineError(
             f"source must be a short lower-case name, found {source!r}",
-            hint="e.g. manual, active_learning, noise_audit, labelstudio",
+            hint="e.g. --source manual, active_learning, noise_audit or labelstudio "
+            "(Python: the source argument)",
         )
     return source
 
@@ -977,7 +1025,8 @@ def _check_labels(labels: Sequence[str]) -> list[str]:
     if isinstance(labels, str):
         raise LooplineError(
             f"labels must be a list of strings, found the string {labels!r}",
-            hint="e.g. labels=['negative', 'positive']",
+            hint="give a list such as ['negative', 'positive'] "
+            "(command line: --labels negative,positive)",
         )
     values = [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in labels]
     for value in values:
@@ -993,7 +1042,7 @@ def _require_numeric(labels: list[str]) -> None:
     except ValueError:
         raise LooplineError(
             f"interval agreement needs numeric labels, found {labels}",
-            hint="use level='nominal' or 'ordinal' for named categories",
+            hint="use the nominal or ordinal level for named categories (the level argument)",
         ) from None
 
 

@@ -84,21 +84,40 @@ def audit(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Flag likely mislabelled ``text`` rows (confident learning) and queue them for review
-    in ``queue``; returns how many were audited, flagged and queued, with examples."""
+    in ``queue``; returns how many were audited, flagged and queued, with examples.
+
+    Each queued item carries, for the reviewer, its current label (``given_label``) and the
+    model's view of it: the out-of-fold model's label (``model_label``), that label's
+    probability (``model_probability``) and the probability it gives the current label
+    (``given_label_probability``)."""
+    import numpy as np
+
     from loopline.label.audit import noise_audit
     from loopline.label.queue import LabelQueue
 
     sample = train.sample(min(max_rows, len(train)), random_state=seed).reset_index(drop=True)
     result = noise_audit(sample["text"], sample["label"], seed=seed)
+    rows = np.asarray(result.issues, dtype=np.int64)
+    suggested = result.suggested[rows]
+    classes = np.asarray(result.classes, dtype=object)
+    view = sample.iloc[rows].assign(
+        given_label=sample["label"].iloc[rows].to_numpy(),
+        model_label=classes[suggested],
+        model_probability=result.oof_proba[rows, suggested].round(4),
+        given_label_probability=result.scores[rows].round(4),
+    )
     # A text repeated in the data is one item for a reviewer.
-    flagged = sample.iloc[result.issues].drop_duplicates("text").head(max_flagged)
+    flagged = view.drop_duplicates("text").head(max_flagged)
     review = LabelQueue(ctx.metadata, queue, labels=list(labels))
     added = review.add_items(
-        flagged[["text"]].assign(given_label=flagged["label"]),
+        flagged[
+            ["text", "given_label", "model_label", "model_probability", "given_label_probability"]
+        ],
         source="noise_audit",
         priority=1.0,
     )
     return {
+        "queue": queue,
         "audited_rows": len(sample),
         "flagged": len(result.issues),
         "queued": added,

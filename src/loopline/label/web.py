@@ -6,6 +6,11 @@ name is kept in the browser's localStorage. ``/review`` lists the items whose an
 disagree, with their votes, so a reviewer can add a deciding label. The page is one
 self-contained HTML document (inline CSS and JS, no CDN), so it works offline.
 
+Each task (and each disagreement) carries a ``context`` for the reviewer: the item's current
+label (``given_label`` in its payload: what the data says, e.g. for an item the noise audit
+sent) and what models think of it: the audit's out-of-fold model (``model_label``,
+``model_probability``, ``given_label_probability``) and Label Studio predictions.
+
 JSON API (errors answer ``{"error": "<one line>", "detail": [...]}`` with a 4xx status)::
 
     GET  /api/config                          labels, queue name, default annotator
@@ -28,9 +33,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from loopline.errors import LooplineError
-from loopline.label.queue import LabelQueue, UnknownTask
+from loopline.label.queue import LabelQueue, Task, UnknownTask
 
-__all__ = ["create_label_app", "serve_label_app"]
+__all__ = ["create_label_app", "review_context", "serve_label_app"]
 
 
 class LabelIn(BaseModel):
@@ -113,6 +118,63 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def review_context(payload: dict[str, Any], source: str | None = None) -> dict[str, Any]:
+    """What a reviewer should see beside an item: its current label and models' views.
+
+    ``current_label`` is the payload's ``given_label``; ``suggestions`` lists a model's view
+    kept with the item (``model_label`` with ``model_probability``, and the probability it
+    gives the current label: the noise audit's, for items from ``source`` ``noise_audit``)
+    and each Label Studio prediction that chose a label.
+    """
+    current = payload.get("given_label")
+    suggestions: list[dict[str, Any]] = []
+    if payload.get("model_label") is not None:
+        suggestions.append(
+            {
+                "model": "noise audit" if source == "noise_audit" else "model",
+                "label": str(payload["model_label"]),
+                "score": _number(payload.get("model_probability")),
+                "current_label_score": _number(payload.get("given_label_probability")),
+            }
+        )
+    predictions = payload.get("predictions")
+    for prediction in predictions if isinstance(predictions, list) else []:
+        label = _predicted_choice(prediction)
+        if label is not None:
+            suggestions.append(
+                {
+                    "model": str(prediction.get("model_version") or "Label Studio prediction"),
+                    "label": label,
+                    "score": _number(prediction.get("score")),
+                    "current_label_score": None,
+                }
+            )
+    return {"current_label": None if current is None else str(current), "suggestions": suggestions}
+
+
+def _predicted_choice(prediction: Any) -> str | None:
+    """The first label a Label Studio prediction chose (None when it chose none)."""
+    result = prediction.get("result") if isinstance(prediction, dict) else None
+    for region in result if isinstance(result, list) else []:
+        value = region.get("value") if isinstance(region, dict) else None
+        choices = value.get("choices") if isinstance(value, dict) else None
+        if isinstance(choices, list) and choices:
+            return str(choices[0])
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _task_json(task: Task | None) -> dict[str, Any] | None:
+    if task is None:
+        return None
+    return dict(task.to_dict(), context=review_context(task.payload, task.source))
+
+
 def create_label_app(queue: LabelQueue, annotator_default: str = "annotator") -> FastAPI:
     """The labeling page and its JSON API for ``queue``."""
     app = FastAPI(title=f"Loopline labeling: {queue.name}", docs_url=None, redoc_url=None)
@@ -142,7 +204,7 @@ def create_label_app(queue: LabelQueue, annotator_default: str = "annotator") ->
     ) -> dict[str, Any]:
         task = queue.next_task(annotator, exclude=_parse_exclude(exclude))
         return {
-            "task": None if task is None else task.to_dict(),
+            "task": _task_json(task),
             "progress": queue.progress(annotator),
         }
 
@@ -155,7 +217,7 @@ def create_label_app(queue: LabelQueue, annotator_default: str = "annotator") ->
     def undo(body: UndoIn) -> dict[str, Any]:
         task = queue.undo(body.annotator)
         return {
-            "task": None if task is None else task.to_dict(),
+            "task": _task_json(task),
             "progress": queue.progress(body.annotator),
         }
 
@@ -169,16 +231,19 @@ def create_label_app(queue: LabelQueue, annotator_default: str = "annotator") ->
         min_annotations: int = Query(default=2, ge=2),
     ) -> dict[str, Any]:
         frame = queue.disagreements(min_annotations).head(limit)
-        tasks = queue.tasks().set_index("item_id")["id"]
+        tasks = queue.tasks().set_index("item_id")
         items = [
             {
-                "task_id": int(tasks[row.item_id]),
+                "task_id": int(tasks.at[row.item_id, "id"]),
                 "item_id": row.item_id,
                 "text": row.text,
                 "label": row.label,
                 "agreement": float(row.agreement),
                 "n_annotations": int(row.n_annotations),
                 "votes": {str(k): int(v) for k, v in row.votes.items()},
+                "context": review_context(
+                    tasks.at[row.item_id, "payload"], tasks.at[row.item_id, "source"]
+                ),
             }
             for row in frame.itertuples(index=False)
         ]
@@ -224,6 +289,10 @@ PAGE = """<!doctype html>
   #item-text { font-size: 1.25rem; white-space: pre-wrap; word-break: break-word;
                min-height: 3rem; }
   #item-meta { color: var(--muted); font-size: .8rem; margin-top: .5rem; }
+  #item-context, td.context { font-size: .9rem; }
+  #item-context { margin-top: .75rem; padding: .5rem .75rem; border-radius: 6px;
+                  background: #f0f4ff; }
+  td.context { color: var(--muted); }
   #buttons { display: flex; flex-wrap: wrap; gap: .5rem; margin-top: 1rem; }
   button { font: inherit; padding: .45rem .9rem; border: 1px solid var(--line);
            border-radius: 6px; background: #fff; cursor: pointer; }
@@ -252,6 +321,7 @@ PAGE = """<!doctype html>
     <div class="card" id="item">
       <div id="item-text"></div>
       <div id="item-meta"></div>
+      <div id="item-context" hidden></div>
       <div id="buttons"></div>
     </div>
     <div id="status" role="status" aria-live="polite"></div>
@@ -261,7 +331,8 @@ PAGE = """<!doctype html>
   </section>
   <section id="review-view" hidden>
     <div id="review-summary" class="help"></div>
-    <table><thead><tr><th>Item</th><th>Votes</th><th>Agreement</th><th>Your label</th></tr>
+    <table><thead><tr><th>Item</th><th>Current label &amp; model</th><th>Votes</th>
+      <th>Agreement</th><th>Your label</th></tr>
     </thead><tbody id="review-rows"></tbody></table>
     <div id="review-status" role="status"></div>
   </section>
@@ -297,6 +368,27 @@ function showProgress(p) {
     (state.skipped.length ? " \\u00b7 skipped " + state.skipped.length : "");
 }
 
+function percent(score) {
+  return typeof score === "number" ? " (" + Math.round(score * 100) + "%)" : "";
+}
+
+// "Current label: negative · Model (noise audit): positive (93%); current label 7%"
+function contextText(context) {
+  if (!context) return "";
+  const parts = [];
+  if (context.current_label !== null && context.current_label !== undefined) {
+    parts.push("Current label: " + context.current_label);
+  }
+  for (const s of context.suggestions || []) {
+    let text = "Model (" + s.model + "): " + s.label + percent(s.score);
+    if (typeof s.current_label_score === "number") {
+      text += "; current label " + Math.round(s.current_label_score * 100) + "%";
+    }
+    parts.push(text);
+  }
+  return parts.join(" \\u00b7 ");
+}
+
 function render(task) {
   state.task = task;
   state.shownAt = performance.now();
@@ -309,11 +401,15 @@ function render(task) {
       ? "Nothing left but the items you skipped: press r to see them again."
       : "Nothing left to label. Thank you!";
     $("item-meta").textContent = "";
+    $("item-context").hidden = true;
   } else {
     item.dataset.taskId = String(task.id);
     $("item-text").textContent = task.text || JSON.stringify(task.payload);
     $("item-meta").textContent = "item " + task.item_id + " \\u00b7 from " + task.source +
       " \\u00b7 " + task.annotations + " label(s) so far";
+    const context = contextText(task.context);
+    $("item-context").textContent = context;
+    $("item-context").hidden = !context;
     state.labels.forEach((label, i) => {
       const button = document.createElement("button");
       button.type = "button";
@@ -426,6 +522,9 @@ async function loadReview() {
       tr.dataset.taskId = String(item.task_id);
       const text = document.createElement("td");
       text.textContent = item.text || item.item_id;
+      const context = document.createElement("td");
+      context.className = "context";
+      context.textContent = contextText(item.context) || "\\u2013";
       const votes = document.createElement("td");
       votes.className = "votes";
       votes.textContent = Object.entries(item.votes).map(([k, v]) => k + ": " + v).join(", ");
@@ -445,7 +544,7 @@ async function loadReview() {
         });
         actions.append(button);
       }
-      tr.append(text, votes, agreement, actions);
+      tr.append(text, context, votes, agreement, actions);
       rows.append(tr);
     }
     document.body.dataset.ready = "1";

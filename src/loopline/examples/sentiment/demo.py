@@ -258,7 +258,8 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     table.add_row(
         "noise audit",
         f"{audit['flagged']} of {audit['audited_rows']} rows look mislabelled; "
-        f"{audit['queued']} new in the review queue (`loopline label serve`)",
+        f"{audit['queued']} new in the review queue "
+        f"(`loopline label serve --queue {audit.get('queue', summary['model']['name'])}`)",
     )
     m = summary["model"]
     table.add_row(
