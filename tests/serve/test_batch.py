@@ -270,11 +270,17 @@ class FakeRegistry:
         return self.model
 
 
+def fake_project(monkeypatch: pytest.MonkeyPatch, registry: FakeRegistry) -> None:
+    """The registry is a fake, so the project's settings are never needed."""
+    monkeypatch.setattr("loopline.cli.predict.settings_from", lambda ctx: None)
+    monkeypatch.setattr("loopline.registry.project.open_registry", lambda settings: registry)
+
+
 def test_predict_command(
     loaded: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry = FakeRegistry(loaded)
-    monkeypatch.setattr("loopline.registry.project.open_registry", lambda settings: registry)
+    fake_project(monkeypatch, registry)
     monkeypatch.chdir(tmp_path)
     app = typer.Typer()
     app.command("predict")(predict_command)
@@ -298,3 +304,224 @@ def test_predict_command(
 
     result = runner.invoke(app, ["predict", "sentiment", "missing.csv", "out.csv"])
     assert isinstance(result.exception, DataError) and len(registry.refs) == 2
+
+
+# --- output and input names, folders -----------------------------------------------------
+
+SUPPORTED = ".csv, .csv.gz, .parquet or .pq"
+
+
+def test_an_unknown_output_suffix_is_refused_naming_the_supported_ones(
+    loaded: LoadedModel, tmp_path: Path
+) -> None:
+    source = write_csv(frame(20), tmp_path / "in.csv")
+    for name in ("out.xlsx", "out", "out.parquet.gz", "out.CSV.zip"):
+        with pytest.raises(DataError, match="cannot tell the output format") as error:
+            predict_file(loaded, source, tmp_path / name)
+        assert SUPPORTED in error.value.message and error.value.hint
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(DataError, match="is a folder"):
+        predict_file(loaded, source, tmp_path / "folder.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.csv", "in.csv"]
+
+
+def test_an_unknown_input_suffix_is_refused_naming_the_supported_ones(
+    loaded: LoadedModel, tmp_path: Path
+) -> None:
+    (tmp_path / "data.xlsx").write_bytes(b"PK\x03\x04")
+    with pytest.raises(DataError, match="cannot tell the format") as error:
+        predict_file(loaded, tmp_path / "data.xlsx", tmp_path / "out.csv")
+    assert SUPPORTED in error.value.message
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_missing_output_folder_is_refused_unless_create_dirs(
+    loaded: LoadedModel, tmp_path: Path
+) -> None:
+    source = write_csv(frame(20), tmp_path / "in.csv")
+    target = tmp_path / "new" / "sub" / "out.csv"
+    with pytest.raises(DataError, match="does not exist") as error:
+        predict_file(loaded, source, target)
+    assert error.value.hint and "--create-dirs" in error.value.hint
+    assert not (tmp_path / "new").exists()
+
+    assert predict_file(loaded, source, target, create_dirs=True)["rows"] == 20
+    assert target.is_file()
+
+    # A failed run removes the folders it created: nothing is written on error.
+    model = LoadedModel(loaded.info, Exploding(loaded.model), ["text"], loaded.classes)
+    df = frame(20)
+    df.loc[5, "text"] = "boom"
+    boom = write_csv(df, tmp_path / "boom.csv")
+    with pytest.raises(DataError, match="cannot score"):
+        predict_file(model, boom, tmp_path / "other" / "deep" / "out.csv", create_dirs=True)
+    assert not (tmp_path / "other").exists()
+
+
+# --- empty and malformed rows --------------------------------------------------------------
+
+
+class Recording:
+    """Passes through to a model; remembers the texts it was asked to score."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.seen: list[str] = []
+
+    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
+        self.seen.extend(df["text"])
+        return np.asarray(self.inner.predict_proba(df))
+
+
+def test_rows_with_empty_text_are_not_scored_and_are_counted(
+    loaded: LoadedModel, tmp_path: Path
+) -> None:
+    model = LoadedModel(loaded.info, Recording(loaded.model), ["text"], loaded.classes)
+    df = frame(12)
+    df.loc[[2, 4, 5, 9], "text"] = ["", "   ", "\t", "\u00a0 "]  # rows 4-5: a whole chunk
+    summary = predict_file(
+        model, write_csv(df, tmp_path / "in.csv"), tmp_path / "out.csv", chunk_rows=2
+    )
+
+    out = pd.read_csv(tmp_path / "out.csv", dtype={"id": str})
+    empty = [2, 4, 5, 9]
+    assert out["id"].tolist() == df["id"].tolist()  # every row is kept, in order
+    assert out.loc[empty, ["prediction", "proba.negative", "proba.positive"]].isna().all().all()
+    scored = df.drop(index=empty)
+    check_output(out.drop(index=empty), scored, loaded)
+    assert model.model.seen == scored["text"].tolist()  # the model never saw an empty text
+    assert (summary["rows_read"], summary["rows_scored"], summary["rows_empty"]) == (12, 8, 4)
+    assert summary["rows"] == 12 and summary["rows_malformed"] == 0
+
+
+def test_missing_and_empty_text_in_parquet_is_counted_as_empty(
+    loaded: LoadedModel, tmp_path: Path
+) -> None:
+    # The signature says text: a first chunk of nothing but empty values is still text.
+    model = LoadedModel(
+        loaded.info, loaded.model, ["text"], loaded.classes, input_types={"text": "string"}
+    )
+    df = frame(8)
+    table = pa.table({"id": df["id"], "text": [None, "", *df["text"][2:]]})
+    pq.write_table(table, tmp_path / "in.parquet")
+    summary = predict_file(model, tmp_path / "in.parquet", tmp_path / "out.parquet", chunk_rows=2)
+    out = pq.read_table(tmp_path / "out.parquet")
+    assert out.column("prediction").null_count == 2
+    assert out.column("proba.positive").to_pylist()[:2] == [None, None]
+    assert (summary["rows_scored"], summary["rows_empty"]) == (6, 2)
+    # The same from CSV, where the first chunk's text column holds only empty values.
+    pcsv.write_csv(table, tmp_path / "in.csv")
+    summary = predict_file(model, tmp_path / "in.csv", tmp_path / "out.csv", chunk_rows=2)
+    assert (summary["rows_scored"], summary["rows_empty"]) == (6, 2)
+
+
+def test_an_unclosed_quote_is_an_error_naming_its_line(
+    loaded: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # line 1: header, 2: a row, 3-4: a quoted value over two lines, 5: the unclosed quote
+    text = 'id,text\n1,good day\n2,"a quote\nacross lines"\n3,"never closed\n4,great\n5,awful\n'
+    (tmp_path / "in.csv").write_text(text)
+    with pytest.raises(DataError, match="line 5") as error:
+        predict_file(loaded, tmp_path / "in.csv", tmp_path / "out.csv")
+    assert "never closed" in error.value.message and error.value.hint
+    with gzip.open(tmp_path / "in.csv.gz", "wt") as handle:
+        handle.write(text)
+    with pytest.raises(DataError, match="line 5"):
+        predict_file(loaded, tmp_path / "in.csv.gz", tmp_path / "out.csv")
+    # The rest of the file is longer than a read block: the same answer, at once.
+    monkeypatch.setattr(batch, "_CSV_BLOCK_BYTES", 1 << 12)
+    rows = "".join(f"{i},great movie number {i}\n" for i in range(6, 3_000))
+    (tmp_path / "long.csv").write_text(text.replace("4,great\n", "4,great\n" + rows))
+    with pytest.raises(DataError, match="line 5"):
+        predict_file(loaded, tmp_path / "long.csv", tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()
+    # A quote inside an unquoted value is just a character.
+    (tmp_path / "inch.csv").write_text('id,text\n1,a 5" screen\n2,great\n')
+    assert predict_file(loaded, tmp_path / "inch.csv", tmp_path / "out.csv")["rows"] == 2
+
+
+MALFORMED = 'id,text\n1,good\n2,"two\nlines"\n3,too,many\n4,fine\n5\n6,ok\n'
+
+
+def test_a_malformed_row_is_an_error_naming_its_line(loaded: LoadedModel, tmp_path: Path) -> None:
+    (tmp_path / "in.csv").write_text(MALFORMED)
+    with pytest.raises(DataError, match="line 5") as error:
+        predict_file(loaded, tmp_path / "in.csv", tmp_path / "out.csv")
+    assert "3 fields" in error.value.message and "expected 2" in error.value.message
+    assert error.value.hint and "--skip-malformed" in error.value.hint
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_malformed_rows_are_skipped_and_counted_on_request(
+    loaded: LoadedModel, tmp_path: Path
+) -> None:
+    (tmp_path / "in.csv").write_text(MALFORMED)
+    summary = predict_file(loaded, tmp_path / "in.csv", tmp_path / "out.csv", skip_malformed=True)
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert out["id"].tolist() == [1, 2, 4, 6]
+    assert (summary["rows_read"], summary["rows"], summary["rows_malformed"]) == (6, 4, 2)
+    assert summary["malformed_lines"] == [5, 7]
+
+
+# --- which column feeds which model input -------------------------------------------------
+
+
+def test_a_column_mapping_feeds_a_differently_named_column(
+    loaded: LoadedModel, tmp_path: Path
+) -> None:
+    df = frame(30).rename(columns={"text": "CONTENT"})
+    source = write_csv(df, tmp_path / "in.csv")
+    summary = predict_file(loaded, source, tmp_path / "out.csv", columns={"text": "CONTENT"})
+    out = pd.read_csv(tmp_path / "out.csv", dtype={"id": str})
+    assert "text" not in out.columns and out["CONTENT"].tolist() == df["CONTENT"].tolist()
+    _, labels = expected(loaded, df.rename(columns={"CONTENT": "text"}))
+    assert out["prediction"].tolist() == labels
+    assert summary["columns"] == {"text": "CONTENT"}
+
+    with pytest.raises(DataError, match=r"lacks the input columns \['text'\]") as error:
+        predict_file(loaded, source, tmp_path / "out.csv")
+    assert error.value.hint and "--column text=" in error.value.hint
+    assert "CONTENT" in error.value.message
+    with pytest.raises(DataError, match="not an input of model"):
+        predict_file(loaded, source, tmp_path / "out.csv", columns={"body": "CONTENT"})
+    with pytest.raises(DataError, match="no column 'NOPE'"):
+        predict_file(loaded, source, tmp_path / "out.csv", columns={"text": "NOPE"})
+
+
+def test_predict_command_options(
+    loaded: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = FakeRegistry(loaded)
+    fake_project(monkeypatch, registry)
+    monkeypatch.chdir(tmp_path)
+    app = typer.Typer()
+    app.command("predict")(predict_command)
+    app.command("other")(lambda: None)
+    df = frame(10).rename(columns={"text": "CONTENT"})
+    df.loc[3, "CONTENT"] = " "
+    write_csv(df, tmp_path / "in.csv")
+    runner = CliRunner()
+    base = ["predict", "sentiment", "in.csv"]
+
+    # Refused before the model is loaded: unknown suffix, missing folder, bad --column.
+    result = runner.invoke(app, [*base, "out.xlsx"])
+    assert isinstance(result.exception, DataError) and SUPPORTED in result.exception.message
+    result = runner.invoke(app, [*base, "new/out.csv", "--column", "text=CONTENT"])
+    assert isinstance(result.exception, DataError)
+    assert "--create-dirs" in (result.exception.hint or "")
+    result = runner.invoke(app, [*base, "out.csv", "--column", "CONTENT"])
+    assert isinstance(result.exception, LooplineError)
+    assert "--column text=CONTENT" in (result.exception.hint or "")
+    assert registry.refs == []
+
+    result = runner.invoke(app, [*base, "new/out.csv", "--column", "text=CONTENT", "--create-dirs"])
+    assert result.exit_code == 0, result.output
+    assert "read 10 rows: 9 scored, 1 with empty text (not scored)" in result.stdout
+    result = runner.invoke(app, [*base, "out.parquet", "--column", "text=CONTENT", "--json"])
+    summary = orjson.loads(result.stdout)
+    assert (summary["rows_read"], summary["rows_scored"], summary["rows_empty"]) == (10, 9, 1)
+
+    (tmp_path / "bad.csv").write_text(MALFORMED)
+    result = runner.invoke(app, ["predict", "sentiment", "bad.csv", "out.csv", "--skip-malformed"])
+    assert result.exit_code == 0, result.output
+    assert "2 malformed (skipped, lines 5, 7)" in result.stdout

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from loopline.cli.support import JsonOpt, print_json, settings_from
-from loopline.serve.batch import Progress, input_format_of, predict_file
+from loopline.errors import LooplineError
+from loopline.serve.batch import Progress, input_format_of, output_format_of, predict_file
 
 __all__ = ["predict_command"]
 
@@ -23,32 +24,109 @@ def predict_command(
     ],
     output: Annotated[
         Path,
-        typer.Argument(metavar="OUTPUT", help="Where to write; format from the suffix."),
+        typer.Argument(
+            metavar="OUTPUT",
+            help="Where to write: the suffix (.csv, .csv.gz, .parquet, .pq) sets the format.",
+        ),
     ],
     chunk_rows: Annotated[
         int, typer.Option(min=1, help="Rows scored at a time; bounds the memory used.")
     ] = 50_000,
+    column: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--column",
+            metavar="INPUT=COLUMN",
+            help="Feed the model input INPUT from the file's COLUMN when their names differ, "
+            "e.g. --column text=CONTENT (repeat for several inputs).",
+        ),
+    ] = None,
+    create_dirs: Annotated[
+        bool,
+        typer.Option("--create-dirs", help="Create the output's folder if it does not exist."),
+    ] = False,
+    skip_malformed: Annotated[
+        bool,
+        typer.Option(
+            "--skip-malformed",
+            help="Leave out CSV rows with the wrong number of fields (and count them) "
+            "instead of stopping at the first.",
+        ),
+    ] = False,
     json: JsonOpt = False,
 ) -> None:
     """Score a CSV or Parquet file with a registered model, chunk by chunk.
 
-    The output gets the input columns plus prediction, proba.<class>, model_name and
-    model_version; it appears only once complete.
+    The output gets the input columns plus prediction, proba.<class>,
+    model_name and model_version; it appears only once complete. Rows whose
+    text is empty or only whitespace are not scored: they keep their place
+    with empty predictions. A CSV row with the wrong number of fields, or a
+    quote that is never closed, stops the command at its line (nothing is
+    written). The summary counts rows read, scored, empty and malformed.
     """
     from loopline.registry.project import open_registry
 
-    input_format_of(input)  # a wrong path fails before the (slow) model load
+    # Wrong paths and options fail before the (slow) model load.
+    input_format_of(input)
+    output_format_of(output, create_dirs=create_dirs)
+    columns = _column_mapping(column or [])
     ref = model if ("@" in model or "/" in model) else f"{model}@champion"
     loaded = open_registry(settings_from(ctx)).load(ref)
     with _progress_bar(f"{loaded.info.name} v{loaded.info.version}") as update:
-        summary = predict_file(loaded, input, output, chunk_rows=chunk_rows, progress=update)
+        summary = predict_file(
+            loaded,
+            input,
+            output,
+            chunk_rows=chunk_rows,
+            progress=update,
+            columns=columns,
+            create_dirs=create_dirs,
+            skip_malformed=skip_malformed,
+        )
     if json:
         print_json(summary)
         return
     typer.echo(
-        f"scored {summary['rows']:,} rows with {summary['model_name']} version "
+        f"scored {summary['rows_scored']:,} rows with {summary['model_name']} version "
         f"{summary['model_version']} in {summary['seconds']:.1f} s "
         f"({summary['rows_per_s'] or 0:,.0f} rows/s) -> {summary['output']}"
+    )
+    typer.echo(_counts(summary))
+
+
+def _column_mapping(values: list[str]) -> dict[str, str]:
+    """``--column INPUT=COLUMN`` values as ``{model input: file column}``."""
+    mapping: dict[str, str] = {}
+    for value in values:
+        model_input, equals, file_column = value.partition("=")
+        if not equals or not model_input or not file_column:
+            example = file_column or model_input or "CONTENT"
+            raise LooplineError(
+                f"--column takes INPUT=COLUMN, the model's input and the file's column; "
+                f"found {value!r}",
+                hint=f"e.g. --column text={example} reads the model input text from {example}",
+            )
+        if mapping.get(model_input, file_column) != file_column:
+            raise LooplineError(
+                f"--column gives two columns for the model input {model_input!r}: "
+                f"{mapping[model_input]!r} and {file_column!r}",
+                hint=f"keep one --column {model_input}=COLUMN",
+            )
+        mapping[model_input] = file_column
+    return mapping
+
+
+def _counts(summary: dict[str, Any]) -> str:
+    """``read N rows: N scored, N with empty text (not scored), N malformed (...)``."""
+    malformed = f"{summary['rows_malformed']:,} malformed"
+    lines = summary["malformed_lines"]
+    if lines:
+        more = ", ..." if summary["rows_malformed"] > len(lines) else ""
+        word = "line" if len(lines) == 1 and not more else "lines"
+        malformed += f" (skipped, {word} {', '.join(map(str, lines))}{more})"
+    return (
+        f"read {summary['rows_read']:,} rows: {summary['rows_scored']:,} scored, "
+        f"{summary['rows_empty']:,} with empty text (not scored), {malformed}"
     )
 
 

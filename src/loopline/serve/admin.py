@@ -31,6 +31,7 @@ from loopline.serve.routing import RegistryModel, Router
 
 if TYPE_CHECKING:
     from loopline.core.metadata import MetadataStore
+    from loopline.serve.metrics import ServeMetrics
 
 __all__ = ["AdminService", "add_admin_routes", "add_feedback_route"]
 
@@ -45,11 +46,14 @@ class AdminService(Protocol):
     """
 
     router: Router
+    metrics: ServeMetrics
 
     @property
     def api_keys(self) -> Sequence[bytes]: ...
 
     def check_api_key(self, given: str | None) -> None: ...
+
+    def answered(self, request_id: str) -> bool: ...
 
 
 _MAX_ACTOR = 100
@@ -63,11 +67,31 @@ def add_feedback_route(app: FastAPI, service: AdminService, store: MetadataStore
     """``POST /feedback {"request_id", "label"}``: ground truth joined to the prediction log.
 
     The label must be one of the served models' classes; API keys apply as for /predict.
+
+    Whether the request id belongs to a prediction cannot be decided here for certain: the
+    prediction log is written asynchronously, another worker process (or an earlier run of
+    the server) may have answered the request, and a label may arrive months later. So every
+    valid label is stored, and the answer says what this process knows: 201 with
+    ``"matched": true`` when it answered that request id lately (:class:`~loopline.serve.app.
+    RecentRequests`), else 202 with ``"matched": false`` and a ``warning``, counted in
+    ``loopline_feedback_orphaned_total``. Monitoring joins the labels to the log later and
+    reports those that match no prediction ("feedback for unknown request ids").
     """
     from loopline.core.feedback import record_feedback
 
+    orphaned = service.metrics.feedback_orphaned
+
     async def feedback(request: Request) -> Response:
-        """Store the true label of an earlier prediction, by its request id."""
+        """Store the true label of an earlier prediction, by its request id.
+
+        Send ``{"request_id": "<the request_id of a /predict answer>", "label": "<a class>"}``
+        (a batch item's id is ``<id>.<index>``). Every valid label is stored. 201 with
+        ``"matched": true``: this server answered that request id lately. 202 with
+        ``"matched": false`` and a ``warning``: it did not (a wrong id, or a prediction
+        answered by another worker, before a restart or long ago); the label joins a
+        prediction only if the prediction log has that id, and monitoring reports labels that
+        match none.
+        """
         if service.api_keys:
             service.check_api_key(request.headers.get("x-api-key"))
         classes = _served_classes(service.router)
@@ -79,10 +103,22 @@ def add_feedback_route(app: FastAPI, service: AdminService, store: MetadataStore
             )
         except LooplineError as exc:  # e.g. a value longer than the table allows
             raise ApiError(422, exc.message) from None
-        return JSONBytesResponse(
-            {"feedback_id": feedback_id, "request_id": request_id, "label": label},
-            status_code=201,
+        answer: dict[str, Any] = {
+            "feedback_id": feedback_id,
+            "request_id": request_id,
+            "label": label,
+            "matched": service.answered(request_id),
+        }
+        if answer["matched"]:
+            return JSONBytesResponse(answer, status_code=201)
+        orphaned.inc()
+        answer["warning"] = (
+            f"request id {request_id!r} is not one this server answered lately; the label is "
+            "stored and counts only if the prediction log has a prediction with this id "
+            "(check that it is the request_id of a /predict answer, '<id>.<index>' for a "
+            "batch item)"
         )
+        return JSONBytesResponse(answer, status_code=202)
 
     app.add_api_route(
         "/feedback",
@@ -90,6 +126,14 @@ def add_feedback_route(app: FastAPI, service: AdminService, store: MetadataStore
         methods=["POST"],
         status_code=201,
         summary="Record the true label of a prediction",
+        responses={
+            201: {"description": "Stored; this server answered that request id lately."},
+            202: {
+                "description": "Stored, but this server did not answer that request id lately "
+                '("matched": false, with a warning); it counts only if the prediction log '
+                "has it."
+            },
+        },
         openapi_extra=openapi_json_body(
             {
                 "request_id": {"type": "string", "minLength": 1, "maxLength": 64},

@@ -23,6 +23,17 @@ and for a list, ``"predictions": [{"request_id": "<id>.0", "label": ..., ...}, .
 item has its own id, for ``POST /feedback``. ``route`` is ``champion`` or ``canary``.
 
 Every error answers ``{"error": "<one-line message>", "detail": [{"loc", "msg", "type"}]}``.
+
+Empty input: a text (string) input that is empty or only whitespace is refused with 422 and
+nothing of the request is scored, since a model answers even "" with a confident label. The
+detail names each such value, e.g. ``{"loc": ["body", "inputs", 2, "text"], "msg": "text is
+empty or only whitespace", "type": "string_too_short"}`` for the third item of a batch. Text
+with at least one other character is scored exactly as sent (not stripped). Numeric and
+boolean inputs (typed from the model's signature) are never "empty": 0 and false are values.
+
+``POST /feedback`` (see :mod:`loopline.serve.admin`) stores every label, and answers 201 with
+``"matched": true`` when this process answered that request id recently, else 202 with
+``"matched": false`` and a ``warning`` (counted in ``loopline_feedback_orphaned_total``).
 """
 
 from __future__ import annotations
@@ -81,13 +92,20 @@ if TYPE_CHECKING:
     from loopline.core.predlog import PredictionLogger
     from loopline.registry.models import LoadedModel
 
-__all__ = ["AppOptions", "create_app"]
+__all__ = ["AppOptions", "RecentRequests", "create_app"]
 
 log = logging.getLogger(__name__)
 
 # Client request ids are echoed into logs and answers: keep them short and harmless. 48
 # characters leave room for the ".<index>" of batch items within the feedback table's 64.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,48}")
+
+_EMPTY_TEXT = "text is empty or only whitespace"
+# Documents (in the OpenAPI schema) the check that _InputSpec makes itself, with its own error.
+_TEXT_FIELD: dict[str, Any] = {
+    "description": "Text to classify; empty or whitespace-only text is refused (422).",
+    "json_schema_extra": {"minLength": 1},
+}
 
 
 class AppOptions(TypedDict, total=False):
@@ -282,6 +300,9 @@ class _InputSpec:
     items_adapter: TypeAdapter[list[BaseModel]]
     max_items: int
     kinds: list[tuple[type, ...]]  # the JSON value types each column takes as they are
+    # (column, JSON value types, is text) per column: what the fast path checks, in one tuple
+    checks: tuple[tuple[str, tuple[type, ...], bool], ...]
+    text_fields: list[tuple[str, str]]  # (attribute name, column) of the text columns
 
     @classmethod
     def build(cls, columns: list[str], kinds: list[tuple[type, ...]], max_items: int) -> _InputSpec:
@@ -293,9 +314,10 @@ class _InputSpec:
         still point at the column name the client sent.
         """
         field_names = [f"c{i}" for i in range(len(columns))]
+        texts = [kind == (str,) for kind in kinds]
         fields: dict[str, Any] = {
-            name: (kind[0], Field(alias=column))
-            for name, column, kind in zip(field_names, columns, kinds, strict=True)
+            name: (kind[0], Field(alias=column, **(_TEXT_FIELD if text else {})))
+            for name, column, kind, text in zip(field_names, columns, kinds, texts, strict=True)
         }
         item_model = create_model("PredictItem", __config__=ConfigDict(extra="forbid"), **fields)
         return cls(
@@ -305,6 +327,12 @@ class _InputSpec:
             items_adapter=TypeAdapter(list[item_model]),  # type: ignore[valid-type]
             max_items=max_items,
             kinds=kinds,
+            checks=tuple(zip(columns, kinds, texts, strict=True)),
+            text_fields=[
+                (name, column)
+                for name, column, text in zip(field_names, columns, texts, strict=True)
+                if text
+            ],
         )
 
     def shape_hint(self) -> str:
@@ -352,8 +380,27 @@ class _InputSpec:
             items = self.items_adapter.validate_python(raw_items)
         except ValidationError as exc:
             raise _validation_api_error(exc, prefix, batch) from exc
+        self._refuse_empty_texts(items, prefix, batch)
         columns = [[getattr(item, name) for item in items] for name in self.field_names]
         return columns, len(items), batch
+
+    def _refuse_empty_texts(self, items: list[BaseModel], prefix: list[Any], batch: bool) -> None:
+        """422 naming every empty or whitespace-only text value (the fast path sends such
+        bodies here), so that a model never answers a confident label for nothing."""
+        detail = []
+        for index, item in enumerate(items):
+            for name, column in self.text_fields:
+                value = getattr(item, name)
+                if not value or value.isspace():
+                    loc = [*prefix, index, column] if batch else [*prefix, column]
+                    detail.append(loc_error(loc, _EMPTY_TEXT, "string_too_short"))
+        if detail:
+            where = ".".join(str(part) for part in detail[0]["loc"])
+            more = f" (and {len(detail) - 1} more)" if len(detail) > 1 else ""
+            message = (
+                f"invalid request body: {where}: {_EMPTY_TEXT}{more}; send the text to classify"
+            )
+            raise ApiError(422, message, detail)
 
     def _fast(self, payload: Any) -> tuple[list[list[Any]], int, bool] | None:
         """The common well-formed shapes, or None (then pydantic decides)."""
@@ -368,12 +415,17 @@ class _InputSpec:
         return None
 
     def _row(self, item: dict[str, Any]) -> list[Any] | None:
+        """The item's values in column order if it is exactly right, else None: the keys
+        are the columns, each value has its column's type, and no text is empty or blank."""
         if len(item) != len(self.columns):
             return None
-        values = [item.get(column) for column in self.columns]
-        if all(type(v) in kind for v, kind in zip(values, self.kinds, strict=True)):
-            return values
-        return None
+        values = []
+        for column, kind, text in self.checks:
+            value = item.get(column)
+            if type(value) not in kind or (text and (not value or value.isspace())):
+                return None
+            values.append(value)
+        return values
 
     def _split(self, payload: Any) -> tuple[list[Any], list[Any], bool]:
         """Tell the three accepted shapes apart: (raw items, error-location prefix, is batch)."""
@@ -462,6 +514,12 @@ class PredictionService:
         self.api_keys = [key.encode() for key in options["api_keys"] if key]
         self.router: Router  # set by create_app once the slots exist
         self.served: dict[int, _PerModel] = {}  # id(ServedModel) -> what the routes need
+        # The request ids answered lately, for POST /feedback (None: no feedback route).
+        self.recent: RecentRequests | None = None
+
+    def answered(self, request_id: str) -> bool:
+        """Whether this process answered ``request_id`` recently (see :class:`RecentRequests`)."""
+        return self.recent is not None and self.recent.answered(request_id)
 
     # -- building a served model (any thread) -------------------------------------------
 
@@ -631,6 +689,8 @@ class PredictionService:
         finally:
             timer.cancel()
         per_model.answered.inc()
+        if self.recent is not None:
+            self.recent.add(request_id, rows if batch else 0)
         answer: dict[str, Any] = {
             "request_id": request_id,
             "model_name": served.name,
@@ -671,6 +731,51 @@ class PredictionService:
             "a valid API key is required: send it in the X-API-Key header",
             headers={"WWW-Authenticate": "ApiKey"},
         )
+
+
+#: How many answered requests :class:`RecentRequests` remembers at least (twice that at most).
+RECENT_REQUESTS = 50_000
+
+
+class RecentRequests:
+    """The request ids this process answered lately, so ``POST /feedback`` can tell whether
+    it knows the prediction a label is for.
+
+    Two generations of ``{request_id: rows}`` (0 for a single item; a batch's items are
+    ``<request_id>.<index>``): when the current one holds ``size`` ids it becomes the
+    previous one and the oldest are forgotten. One dict store per answered request; memory
+    stays bounded (about 100 bytes per id).
+    """
+
+    __slots__ = ("_current", "_previous", "_size")
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._current: dict[str, int] = {}
+        self._previous: dict[str, int] = {}
+
+    def add(self, request_id: str, rows: int) -> None:
+        """Remember an answered request: ``rows`` items for a batch, 0 for a single item."""
+        current = self._current
+        current[request_id] = rows
+        if len(current) >= self._size:
+            self._previous = current
+            self._current = {}
+
+    def answered(self, request_id: str) -> bool:
+        """Whether a prediction logged under ``request_id`` was answered here lately."""
+        if self._rows(request_id) == 0:
+            return True
+        base, dot, index = request_id.rpartition(".")
+        # ASCII digits without leading zeros: the indexes that answers actually carry
+        if not dot or not (index.isascii() and index.isdigit()) or str(int(index)) != index:
+            return False
+        rows = self._rows(base)
+        return rows is not None and int(index) < rows
+
+    def _rows(self, request_id: str) -> int | None:
+        rows = self._current.get(request_id)
+        return self._previous.get(request_id) if rows is None else rows
 
 
 # Generated request ids: a random per-process prefix and a counter. Unique across workers and
@@ -774,6 +879,7 @@ def create_app(
         openapi_extra=_openapi_request_body(service.served[id(first)].spec),
     )
     if feedback_store is not None:
+        service.recent = RecentRequests(RECENT_REQUESTS)
         add_feedback_route(app, service, feedback_store)
     if opts["admin_token"]:
         add_admin_routes(app, service, opts["admin_token"])

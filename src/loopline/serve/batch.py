@@ -7,6 +7,12 @@ appends it to the output, so memory stays bounded by the chunk size whatever the
 decodes whole). The output is written to a hidden temp file beside the target and renamed
 at the end: an error leaves no half-written output behind.
 
+Nothing is scored or dropped silently: a row whose text input is empty or only whitespace
+keeps its place in the output with empty predictions (a model answers even "" with a
+confident label), a CSV row with the wrong number of fields is an error naming its line
+(or left out and counted with ``skip_malformed``), a quote that is never closed is an error
+naming its line, and the summary counts the rows read, scored, empty and malformed.
+
 ``loopline predict NAME@ALIAS INPUT OUTPUT`` (:mod:`loopline.cli.predict`) calls it.
 """
 
@@ -14,20 +20,21 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from loopline.errors import DataError, LooplineError
 
 if TYPE_CHECKING:
+    import numpy as np
     import pyarrow as pa
 
     from loopline.registry.models import LoadedModel
 
-__all__ = ["Progress", "predict_file"]
+__all__ = ["Progress", "input_format_of", "output_format_of", "predict_file"]
 
 Format = Literal["csv", "parquet"]
 #: ``progress(rows_done, total_rows)``; ``total_rows`` is None or an estimate for CSV input.
@@ -48,7 +55,10 @@ _SUFFIXES: dict[str, Format] = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
-_FORMAT_HINT = "use a .csv, .csv.gz, .parquet or .pq file (or a folder of Parquet files)"
+_SUPPORTED = ".csv, .csv.gz, .parquet or .pq"
+_INPUT_HINT = "convert the file to CSV or Parquet; if it is one, rename it (e.g. data.csv)"
+#: How many lines of left-out (malformed) rows the summary lists.
+MALFORMED_LINES_SHOWN = 10
 
 
 def predict_file(
@@ -58,16 +68,36 @@ def predict_file(
     *,
     chunk_rows: int = 50_000,
     progress: Progress | None = None,
+    columns: Mapping[str, str] | None = None,
+    create_dirs: bool = False,
+    skip_malformed: bool = False,
 ) -> dict[str, Any]:
     """Score every row of ``input_path`` and write ``output_path``, ``chunk_rows`` at a time.
 
     The output holds the input columns, ``prediction``, one ``proba.<class>`` per class,
     ``model_name`` and ``model_version``; its format follows the output suffix (``.csv``,
-    ``.csv.gz``, ``.parquet``, ``.pq``), else the input's. Input columns with those names are
-    replaced. Returns a summary: rows, chunks, seconds, rows_per_s, paths, formats, model
-    name and version, classes and replaced columns. Raises
-    :class:`~loopline.errors.DataError` for a missing or unreadable input, missing model input
-    columns, or rows the model cannot score; the output is then left untouched.
+    ``.csv.gz``, ``.parquet``, ``.pq``; any other suffix is refused). Input columns with
+    those names are replaced. ``columns`` maps a model input to the file column that holds
+    it when the names differ (``{"text": "CONTENT"}``; the CLI's ``--column text=CONTENT``).
+
+    Rows are never dropped silently:
+
+    * a row whose text input is missing, empty or only whitespace is not scored: it stays in
+      the output, in its place, with empty ``prediction`` and ``proba.*`` (counted as
+      ``rows_empty``); numeric inputs are left to the model;
+    * a CSV row with more or fewer fields than the header is an error naming its line,
+      unless ``skip_malformed``: then it is left out and counted (``rows_malformed``, the
+      first lines in ``malformed_lines``);
+    * a quoted CSV value that is never closed is always an error naming its line (the rest
+      of the file would be read as part of it).
+
+    A missing output folder is an error unless ``create_dirs``. Returns a summary: rows
+    (written), rows_read, rows_scored, rows_empty, rows_malformed, malformed_lines, chunks,
+    seconds, rows_per_s, paths, formats, columns, model name and version, classes and
+    replaced columns. Raises :class:`~loopline.errors.DataError` for a missing or unreadable
+    input, an unknown suffix, missing model input columns, malformed rows, or rows the model
+    cannot score; nothing is written then (the output is a temp file until complete, and
+    folders made for it are removed).
     """
     if chunk_rows < 1:
         raise LooplineError(
@@ -77,37 +107,84 @@ def predict_file(
     source = Path(input_path)
     target = Path(output_path)
     input_format = input_format_of(source)
-    output_format = _format_of(target) or input_format
-    block_bytes = _CSV_BLOCK_BYTES
-    while True:
-        try:
-            plan, rows, chunks = _predict(
-                loaded,
-                source,
-                target,
-                (input_format, output_format),
-                chunk_rows,
-                block_bytes,
-                progress,
-            )
-            break
-        except _RowTooLong as exc:  # the output is still a temp file: start over
-            block_bytes = _larger_block(block_bytes, source, exc)
+    output_format = output_format_of(target, create_dirs=create_dirs)
+    mapping = _check_mapping(loaded, columns or {})
+    created = _create_folders(target.parent) if create_dirs else []
+    try:
+        result = _predict_with_retries(
+            loaded,
+            source,
+            target,
+            (input_format, output_format),
+            chunk_rows,
+            progress,
+            _ReadOptions(mapping, skip_malformed),
+        )
+    except BaseException:
+        _remove_folders(created)
+        raise
     seconds = time.perf_counter() - started
+    rows = result.written
     return {
         "rows": rows,
-        "chunks": chunks,
+        "rows_read": result.written + result.malformed,
+        "rows_scored": result.scored,
+        "rows_empty": result.empty,
+        "rows_malformed": result.malformed,
+        "malformed_lines": result.malformed_lines,
+        "chunks": result.chunks,
         "seconds": round(seconds, 3),
         "rows_per_s": round(rows / seconds, 1) if seconds > 0 else None,
         "input": str(source),
         "output": str(target),
         "input_format": input_format,
         "output_format": output_format,
+        "columns": result.plan.mapping,
         "model_name": loaded.info.name,
         "model_version": loaded.info.version,
-        "classes": plan.classes,
-        "replaced_columns": plan.replaced,
+        "classes": result.plan.classes,
+        "replaced_columns": result.plan.replaced,
     }
+
+
+@dataclass(frozen=True)
+class _ReadOptions:
+    mapping: dict[str, str]  # model input -> file column, where they differ
+    skip_malformed: bool
+
+
+@dataclass
+class _Result:
+    plan: _OutputPlan
+    written: int = 0
+    scored: int = 0
+    empty: int = 0
+    malformed: int = 0
+    malformed_lines: list[int] = field(default_factory=list)
+    chunks: int = 0
+
+
+def _predict_with_retries(
+    loaded: LoadedModel,
+    source: Path,
+    target: Path,
+    formats: tuple[Format, Format],
+    chunk_rows: int,
+    progress: Progress | None,
+    options: _ReadOptions,
+) -> _Result:
+    block_bytes = _CSV_BLOCK_BYTES
+    checked_quotes = False
+    while True:
+        try:
+            return _predict(
+                loaded, source, target, formats, chunk_rows, block_bytes, progress, options
+            )
+        except _RowTooLong as exc:  # the output is still a temp file: start over
+            if not checked_quotes:  # an unclosed quote makes a row run to the end of the file
+                _raise_if_unclosed_quote(source)
+                checked_quotes = True
+            block_bytes = _larger_block(block_bytes, source, exc)
 
 
 def _predict(
@@ -118,17 +195,20 @@ def _predict(
     chunk_rows: int,
     block_bytes: int,
     progress: Progress | None,
-) -> tuple[_OutputPlan, int, int]:
+    options: _ReadOptions,
+) -> _Result:
     input_format, output_format = formats
-    reader = _open_reader(source, input_format, chunk_rows, loaded, output_format, block_bytes)
+    reader = _open_reader(
+        source, input_format, chunk_rows, loaded, output_format, block_bytes, options
+    )
     try:
-        plan = _OutputPlan.build(loaded, reader.schema, source)
-        rows, chunks = _write_atomically(
+        plan = _OutputPlan.build(loaded, reader.schema, source, options.mapping)
+        result = _write_atomically(
             target, output_format, plan, reader, loaded, chunk_rows, progress
         )
     finally:
         reader.close()
-    return plan, rows, chunks
+    return result
 
 
 def _larger_block(block_bytes: int, source: Path, exc: Exception) -> int:
@@ -140,6 +220,48 @@ def _larger_block(block_bytes: int, source: Path, exc: Exception) -> int:
     return block_bytes * 16
 
 
+def _check_mapping(loaded: LoadedModel, columns: Mapping[str, str]) -> dict[str, str]:
+    """``columns`` as a dict, once every key is one of the model's inputs."""
+    inputs = list(loaded.input_columns)
+    for model_input, column in columns.items():
+        if model_input not in inputs:
+            raise DataError(
+                f"{model_input!r} is not an input of model {loaded.info.ref}; its inputs are "
+                f"{inputs}",
+                hint=f"map an input to a column of the file: --column {inputs[0]}=COLUMN"
+                if inputs
+                else "this model reads every column of the file as it is",
+            )
+        if not column:
+            raise DataError(
+                f"no file column given for the model input {model_input!r}",
+                hint=f"name the file's column: --column {model_input}=COLUMN",
+            )
+    return {model_input: column for model_input, column in columns.items() if model_input != column}
+
+
+def _create_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and any missing parents; the ones created, deepest first."""
+    missing: list[Path] = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    if not folder.is_dir():
+        raise DataError(f"cannot create the output folder: {folder} is a file")
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)
+    return missing
+
+
+def _remove_folders(folders: list[Path]) -> None:
+    """Remove folders made for an output that was not written (those still empty)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 # --- formats and readers --------------------------------------------------------------------
 
 
@@ -148,17 +270,49 @@ def input_format_of(path: Path) -> Format:
     if path.is_dir():
         return "parquet"
     if not path.is_file():
-        raise DataError(f"input file {path} does not exist", hint=_FORMAT_HINT)
+        raise DataError(
+            f"input file {path} does not exist",
+            hint="check the path; a relative path starts from the current folder",
+        )
     found = _format_of(path)
     if found is None:
-        raise DataError(f"cannot tell the format of {path} from its name", hint=_FORMAT_HINT)
+        raise DataError(
+            f"cannot tell the format of {path} from its name: it must end in {_SUPPORTED} "
+            "(or be a folder of Parquet files)",
+            hint=_INPUT_HINT,
+        )
+    return found
+
+
+def output_format_of(path: Path, *, create_dirs: bool = False) -> Format:
+    """The output format, from the suffix alone; DataError for any other suffix, a folder,
+    or (unless ``create_dirs``) a folder that does not exist."""
+    if path.is_dir():
+        raise DataError(
+            f"the output {path} is a folder; name a file ending in {_SUPPORTED}",
+            hint=f"e.g. {path / 'predictions.parquet'}",
+        )
+    found = _format_of(path)
+    if found is None:
+        stem = path.name.split(".", 1)[0] or "predictions"
+        raise DataError(
+            f"cannot tell the output format from the name {path.name!r}: it must end in "
+            f"{_SUPPORTED}",
+            hint=f"name the output {stem}.csv or {stem}.parquet",
+        )
+    folder = path.parent
+    if not create_dirs and not folder.is_dir():
+        raise DataError(
+            f"the output folder {folder} does not exist",
+            hint="create it first, or add --create-dirs (create_dirs=True in Python)",
+        )
     return found
 
 
 def _format_of(path: Path) -> Format | None:
     name = path.name.lower()
     for suffix, fmt in _SUFFIXES.items():
-        if name.endswith(suffix):
+        if name.endswith(suffix) and len(name) > len(suffix):
             return fmt
     return None
 
@@ -169,10 +323,16 @@ def _is_gzip(path: Path) -> bool:
 
 class _Reader(Protocol):
     schema: pa.Schema
+    malformed: int  # rows left out (CSV rows with the wrong number of fields)
 
     def batches(self) -> Iterator[pa.RecordBatch]: ...
 
     def total_rows(self, rows_done: int) -> int | None: ...
+
+    def finish(self) -> list[int]:
+        """Called once every batch was read: raise if the input was broken after all; the
+        first lines of the rows left out."""
+        ...
 
     def close(self) -> None: ...
 
@@ -188,6 +348,7 @@ def _open_reader(
     loaded: LoadedModel,
     output_format: Format,
     block_bytes: int,
+    options: _ReadOptions,
 ) -> _Reader:
     import pyarrow as pa
 
@@ -195,52 +356,143 @@ def _open_reader(
         if fmt == "csv":
             # Columns the model does not read only pass through: read them as text when the
             # output is CSV too (lossless, and no type guess can fail half-way through).
-            as_text = output_format == "csv"
-            return _CsvReader(path, block_bytes, passthrough_as_text=as_text, loaded=loaded)
+            inputs = [options.mapping.get(c, c) for c in loaded.input_columns]
+            types = getattr(loaded, "input_types", None) or {}
+            texts = [
+                options.mapping.get(c, c) for c in loaded.input_columns if types.get(c) == "string"
+            ]
+            return _CsvReader(
+                path,
+                block_bytes,
+                inputs=inputs,
+                text_inputs=texts,
+                passthrough_as_text=output_format == "csv",
+                skip_malformed=options.skip_malformed,
+            )
         return _ParquetReader(path, chunk_rows)
     except (OSError, pa.ArrowException) as exc:
         if _straddles(exc):
             raise _RowTooLong(str(exc)) from None
-        raise DataError(f"cannot read {path}: {exc}", hint=_FORMAT_HINT) from None
+        raise DataError(
+            f"cannot read {path}: {exc}",
+            hint="check that it is a CSV or Parquet file, as its name says",
+        ) from None
 
 
 def _straddles(exc: Exception) -> bool:
     return "straddl" in str(exc)  # pyarrow: "straddling object straddles two block boundaries"
 
 
+class _QuoteCounter:
+    """A file object over a pyarrow stream that counts the quote characters read through it.
+
+    A CSV whose quotes are all closed has an even number of them (``"..."``, and ``""``
+    inside a quoted value); pyarrow reads a quote that is never closed as a value running
+    to the end of the file, without a word. An odd count sends the file to
+    :func:`_scan_csv`, which finds the line (a quote inside an unquoted value, as in
+    ``a 5" screen``, is a character and makes the count odd too).
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.quotes = 0
+        self.closed = False
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._stream.read(size)
+        self.quotes += data.count(b'"')
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class _CsvReader:
-    """pyarrow's streaming CSV reader; the byte offset gives the progress estimate."""
+    """pyarrow's streaming CSV reader; the byte offset gives the progress estimate.
+
+    Model inputs the signature says are text are read as text (a first block of empty
+    values would otherwise be typed as nulls). Rows with the wrong number of fields go to
+    :meth:`_invalid_row`: an error naming the line, or left out and counted.
+    """
 
     def __init__(
-        self, path: Path, block_bytes: int, *, passthrough_as_text: bool, loaded: LoadedModel
+        self,
+        path: Path,
+        block_bytes: int,
+        *,
+        inputs: list[str],
+        text_inputs: list[str],
+        passthrough_as_text: bool,
+        skip_malformed: bool,
     ) -> None:
         import pyarrow as pa
 
         self.path = path
         self._block_bytes = block_bytes
         self._size = path.stat().st_size
-        inputs = set(loaded.input_columns)
-        self._raw, self._reader = self._open({})
+        self._skip = skip_malformed
+        self._open({})
+        names = self._reader.schema.names
+        types = {n: pa.string() for n in text_inputs if n in names}
         if passthrough_as_text and inputs:
-            text_types = {n: pa.string() for n in self._reader.schema.names if n not in inputs}
+            types.update({n: pa.string() for n in names if n not in inputs})
+        if any(self._reader.schema.field(n).type != t for n, t in types.items()):
             self.close()
-            self._raw, self._reader = self._open(text_types)
+            self._open(types)
         self.schema = self._reader.schema
 
-    def _open(self, column_types: dict[str, pa.DataType]) -> tuple[Any, Any]:
+    def _open(self, column_types: dict[str, pa.DataType]) -> None:
         import pyarrow as pa
         import pyarrow.csv as pcsv
 
-        raw = pa.OSFile(str(self.path))
-        stream = pa.CompressedInputStream(raw, "gzip") if _is_gzip(self.path) else raw
-        reader = pcsv.open_csv(
-            stream,
-            read_options=pcsv.ReadOptions(block_size=self._block_bytes),
-            # Quoted newlines are common in free text (tweets, reviews).
-            parse_options=pcsv.ParseOptions(newlines_in_values=True),
-            convert_options=pcsv.ConvertOptions(column_types=column_types),
+        self.malformed = 0
+        self._malformed_rows: list[int] = []  # pyarrow's row numbers (the header is 1)
+        self._first_invalid: Any = None
+        self._raw = pa.OSFile(str(self.path))
+        stream = pa.CompressedInputStream(self._raw, "gzip") if _is_gzip(self.path) else self._raw
+        self._counter = _QuoteCounter(stream)
+        try:
+            self._reader = pcsv.open_csv(
+                self._counter,
+                # One thread: pyarrow then tells the row number of a malformed row.
+                read_options=pcsv.ReadOptions(block_size=self._block_bytes, use_threads=False),
+                # Quoted newlines are common in free text (tweets, reviews).
+                parse_options=pcsv.ParseOptions(
+                    newlines_in_values=True, invalid_row_handler=self._invalid_row
+                ),
+                convert_options=pcsv.ConvertOptions(column_types=column_types),
+            )
+        except pa.ArrowException as exc:
+            self.close()
+            raise self._failure(exc, "") from None
+
+    def _invalid_row(self, row: Any) -> str:
+        # Always "skip" here: without skip_malformed, batches() raises before yielding the
+        # batch that lost the row (so that the header is checked first, for missing columns).
+        if self._first_invalid is None:
+            self._first_invalid = row
+        self.malformed += 1
+        if len(self._malformed_rows) < MALFORMED_LINES_SHOWN and row.number is not None:
+            self._malformed_rows.append(row.number)
+        return "skip"
+
+    def _failure(self, exc: Exception, where: str) -> Exception:
+        """The exception to raise for a pyarrow error while reading."""
+        if _straddles(exc):
+            return _RowTooLong(str(exc))
+        return DataError(
+            f"cannot read {self.path}{where}: {exc}",
+            hint="a column's values changed type after the first rows; fix those rows, or "
+            "convert the file to Parquet with explicit types"
+            if where
+            else "check that it is a CSV file whose first line names the columns",
         )
-        return raw, reader
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         import pyarrow as pa
@@ -251,13 +503,9 @@ class _CsvReader:
             except StopIteration:
                 return
             except pa.ArrowException as exc:
-                if _straddles(exc):
-                    raise _RowTooLong(str(exc)) from None
-                raise DataError(
-                    f"cannot read {self.path} past byte {self._raw.tell():,}: {exc}",
-                    hint="a column's values changed type after the first rows; fix those "
-                    "rows, or convert the file to Parquet with explicit types",
-                ) from None
+                raise self._failure(exc, f" past byte {self._raw.tell():,}") from None
+            if self._first_invalid is not None and not self._skip:
+                raise _malformed_row_error(self.path, self._first_invalid)
             yield batch
 
     def total_rows(self, rows_done: int) -> int | None:
@@ -267,12 +515,91 @@ class _CsvReader:
             return None
         return max(rows_done, round(rows_done * self._size / position))
 
+    def finish(self) -> list[int]:
+        if self._counter.quotes % 2:
+            _raise_if_unclosed_quote(self.path)
+        if not self._malformed_rows:
+            return []
+        lines, _ = _scan_csv(self.path, self._malformed_rows)
+        return [lines[n] for n in self._malformed_rows if n in lines]
+
     def close(self) -> None:
         self._raw.close()
 
 
+def _malformed_row_error(path: Path, row: Any) -> DataError:
+    where = "a row"
+    if row.number is not None:
+        lines, unclosed = _scan_csv(path, [row.number])
+        if unclosed is not None and unclosed <= lines.get(row.number, unclosed):
+            return _unclosed_quote_error(path, unclosed)
+        where = f"line {lines.get(row.number, row.number)}"
+    text = row.text if len(row.text) <= 80 else row.text[:77] + "..."
+    return DataError(
+        f"{path}, {where}: a row with {row.actual_columns} fields, expected "
+        f"{row.expected_columns} like the header: {text!r}",
+        hint="fix or remove that row (quote a value that holds a comma), or add "
+        "--skip-malformed to leave such rows out and count them (skip_malformed=True in Python)",
+    )
+
+
+def _raise_if_unclosed_quote(path: Path) -> None:
+    _, unclosed = _scan_csv(path, [])
+    if unclosed is not None:
+        raise _unclosed_quote_error(path, unclosed)
+
+
+def _unclosed_quote_error(path: Path, line: int) -> DataError:
+    return DataError(
+        f"{path}, line {line}: a quoted value is never closed, so the rest of the file would "
+        "be read as part of it",
+        hint='close the quote; a quote inside a quoted value is written twice ("")',
+    )
+
+
+def _scan_csv(path: Path, rows: list[int]) -> tuple[dict[int, int], int | None]:
+    """Read the CSV again with Python's csv module, for error messages only: the line on
+    which each of ``rows`` starts (pyarrow's row numbers: the header is 1, blank lines do
+    not count), and the line of the row whose quoted value is never closed, if any.
+
+    Stops at the last of ``rows``; reads the whole file when ``rows`` is empty.
+    """
+    import csv
+    import gzip
+
+    wanted = set(rows)
+    found: dict[int, int] = {}
+    limit = csv.field_size_limit()
+    csv.field_size_limit(1 << 30)  # a value may be as long as pyarrow's largest block
+    try:
+        opener: Any = gzip.open if _is_gzip(path) else open
+        with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as handle:
+            reader = csv.reader(handle, strict=True)
+            number = 0
+            while not wanted or len(found) < len(wanted):
+                start = reader.line_num + 1
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    if "unexpected end of data" in str(exc):
+                        return found, start
+                    row = [""]  # e.g. text after a closing quote: pyarrow reads it as a row
+                if not row:
+                    continue  # a blank line
+                number += 1
+                if number in wanted:
+                    found[number] = start
+    finally:
+        csv.field_size_limit(limit)
+    return found, None
+
+
 class _ParquetReader:
     """One Parquet file (``iter_batches``) or a folder of them (a dataset, no read-ahead)."""
+
+    malformed = 0
 
     def __init__(self, path: Path, chunk_rows: int) -> None:
         import pyarrow.dataset as ds
@@ -300,6 +627,9 @@ class _ParquetReader:
 
     def total_rows(self, rows_done: int) -> int | None:
         return int(self._total)
+
+    def finish(self) -> list[int]:
+        return []
 
     def close(self) -> None:
         if self._file is not None:
@@ -329,24 +659,47 @@ def _rechunk(batches: Iterator[pa.RecordBatch], chunk_rows: int) -> Iterator[pa.
 
 @dataclass(frozen=True)
 class _OutputPlan:
-    """Which input columns pass through, and the output schema."""
+    """Which input columns pass through and feed the model, and the output schema."""
 
     keep: list[str]
     replaced: list[str]
     classes: list[str]
     schema: pa.Schema
+    inputs: list[str]  # the model's input columns
+    sources: list[str]  # the file column feeding each of them
+    texts: list[str]  # the file columns read as text inputs: empty ones are not scored
+    mapping: dict[str, str]
 
     @classmethod
-    def build(cls, loaded: LoadedModel, schema: pa.Schema, source: Path) -> _OutputPlan:
+    def build(
+        cls, loaded: LoadedModel, schema: pa.Schema, source: Path, mapping: dict[str, str]
+    ) -> _OutputPlan:
         import pyarrow as pa
 
-        missing = [c for c in loaded.input_columns if c not in schema.names]
+        inputs = list(loaded.input_columns)
+        sources = [mapping.get(c, c) for c in inputs]
+        for model_input, column in mapping.items():
+            if column not in schema.names:
+                raise DataError(
+                    f"{source} has no column {column!r} (given for the model input "
+                    f"{model_input!r}); found {schema.names}",
+                    hint=f"name one of the file's columns: --column {model_input}=COLUMN",
+                )
+        missing = [c for c, s in zip(inputs, sources, strict=True) if s not in schema.names]
         if missing:
+            example = " ".join(f"--column {c}=COLUMN" for c in missing)
             raise DataError(
                 f"{source} lacks the input columns {missing} that model {loaded.info.ref} "
                 f"needs; found {schema.names}",
-                hint=f"rename or add columns so the file has {loaded.input_columns}",
+                hint=f"say which column of the file holds each: {example} "
+                f"(in Python: columns={{{', '.join(f'{c!r}: ...' for c in missing)}}})",
             )
+        types = getattr(loaded, "input_types", None) or {}
+        texts = [
+            s
+            for c, s in zip(inputs, sources, strict=True)
+            if types.get(c) == "string" or (c not in types and _is_text(schema.field(s).type))
+        ]
         classes = [str(c) for c in loaded.classes]
         added = [PREDICTION, *(PROBA_PREFIX + c for c in classes), MODEL_NAME, MODEL_VERSION]
         replaced = [n for n in schema.names if n in added]
@@ -355,7 +708,29 @@ class _OutputPlan:
         fields.append(pa.field(PREDICTION, pa.string()))
         fields.extend(pa.field(PROBA_PREFIX + c, pa.float64()) for c in classes)
         fields += [pa.field(MODEL_NAME, pa.string()), pa.field(MODEL_VERSION, pa.string())]
-        return cls(keep=keep, replaced=replaced, classes=classes, schema=pa.schema(fields))
+        return cls(
+            keep=keep,
+            replaced=replaced,
+            classes=classes,
+            schema=pa.schema(fields),
+            inputs=inputs,
+            sources=sources,
+            texts=list(dict.fromkeys(texts)),
+            mapping=dict(mapping),
+        )
+
+
+def _is_string(kind: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    """Whether a column of this type holds text (or nothing at all, so far)."""
+    import pyarrow as pa
+
+    return _is_string(kind) or bool(pa.types.is_null(kind))
 
 
 def _write_atomically(
@@ -366,27 +741,31 @@ def _write_atomically(
     loaded: LoadedModel,
     chunk_rows: int,
     progress: Progress | None,
-) -> tuple[int, int]:
-    target.parent.mkdir(parents=True, exist_ok=True)
+) -> _Result:
     temp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    rows = chunks = 0
+    result = _Result(plan)
     try:
         with _writer(temp, fmt, plan.schema, gzip=_is_gzip(target)) as write:
             if progress is not None:
                 progress(0, reader.total_rows(0))
             for chunk in _rechunk(reader.batches(), chunk_rows):
-                write(_score(loaded, chunk, plan, rows))
-                rows += chunk.num_rows
-                chunks += 1
+                table, empty = _score(loaded, chunk, plan, result.written)
+                write(table)
+                result.written += chunk.num_rows
+                result.empty += empty
+                result.scored += chunk.num_rows - empty
+                result.chunks += 1
                 if progress is not None:
-                    progress(rows, reader.total_rows(rows))
+                    progress(result.written, reader.total_rows(result.written))
+        result.malformed_lines = reader.finish()
+        result.malformed = reader.malformed
         os.replace(temp, target)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
     if progress is not None:
-        progress(rows, rows)
-    return rows, chunks
+        progress(result.written, result.written)
+    return result
 
 
 @contextmanager
@@ -407,35 +786,81 @@ def _writer(
         yield csv_writer.write_table
 
 
-def _score(loaded: LoadedModel, chunk: pa.Table, plan: _OutputPlan, first_row: int) -> pa.Table:
+def _empty_rows(chunk: pa.Table, columns: list[str]) -> np.ndarray | None:
+    """Which rows have a text input that is missing, empty or only whitespace (None: none)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    mask: Any = None
+    for name in columns:
+        column = chunk.column(name)
+        if _is_string(column.type):
+            blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0)
+            empty = pc.fill_null(blank, True)
+        else:  # a column of nulls only
+            empty = pc.is_null(column)
+        mask = empty if mask is None else pc.or_(mask, empty)
+    if mask is None or not pc.any(mask).as_py():
+        return None
+    return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _score(
+    loaded: LoadedModel, chunk: pa.Table, plan: _OutputPlan, first_row: int
+) -> tuple[pa.Table, int]:
+    """The chunk with its predictions, and how many of its rows were empty (not scored)."""
     import numpy as np
     import pyarrow as pa
 
-    columns = loaded.input_columns or chunk.column_names
-    frame = chunk.select(columns).to_pandas()
+    n = chunk.num_rows
+    classes = plan.classes
+    frame_table = chunk.select(plan.sources).rename_columns(plan.inputs) if plan.inputs else chunk
+    empty = _empty_rows(chunk, plan.texts)
+    if empty is not None:
+        frame_table = frame_table.filter(pa.array(~empty))
+    scored = frame_table.num_rows
+    proba = (
+        _predict_chunk(loaded, frame_table, classes, first_row, n)
+        if scored
+        else np.empty((0, len(classes)))
+    )
+    labels = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+    if empty is not None:
+        full_labels = np.full(n, None, dtype=object)
+        full_labels[~empty] = labels
+        full_proba = np.full((n, len(classes)), np.nan)
+        full_proba[~empty] = proba
+        labels, proba = full_labels, full_proba
+    arrays = [chunk.column(name) for name in plan.keep]
+    arrays.append(pa.array(labels, pa.string()))
+    arrays.extend(
+        pa.array(np.ascontiguousarray(proba[:, i]), mask=empty) for i in range(len(classes))
+    )
+    arrays.append(pa.array([loaded.info.name] * n, pa.string()))
+    arrays.append(pa.array([loaded.info.version] * n, pa.string()))
+    empty_rows = 0 if empty is None else int(empty.sum())
+    return pa.Table.from_arrays(arrays, schema=plan.schema), empty_rows
+
+
+def _predict_chunk(
+    loaded: LoadedModel, table: pa.Table, classes: list[str], first_row: int, n: int
+) -> np.ndarray:
+    import numpy as np
+
     try:
-        proba = np.asarray(loaded.predict_proba(frame), dtype=np.float64)
+        proba = np.asarray(loaded.predict_proba(table.to_pandas()), dtype=np.float64)
     except LooplineError:
         raise
     except Exception as exc:
-        last = first_row + chunk.num_rows
         raise DataError(
-            f"model {loaded.info.ref} failed on rows {first_row:,}-{last:,}: "
+            f"model {loaded.info.ref} failed on rows {first_row:,}-{first_row + n:,}: "
             f"{type(exc).__name__}: {exc}",
             hint="check those rows for missing or malformed values",
         ) from exc
-    classes = plan.classes
-    if proba.ndim != 2 or proba.shape != (chunk.num_rows, len(classes)):
+    if proba.ndim != 2 or proba.shape != (table.num_rows, len(classes)):
         raise DataError(
             f"model {loaded.info.ref} returned probabilities of shape {proba.shape}; "
-            f"expected ({chunk.num_rows}, {len(classes)}) for classes {classes}",
+            f"expected ({table.num_rows}, {len(classes)}) for classes {classes}",
             hint="the model's classes do not match its output; re-register it",
         )
-    n = chunk.num_rows
-    labels = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
-    arrays = [chunk.column(name) for name in plan.keep]
-    arrays.append(pa.array(labels, pa.string()))
-    arrays.extend(pa.array(np.ascontiguousarray(proba[:, i])) for i in range(len(classes)))
-    arrays.append(pa.array([loaded.info.name] * n, pa.string()))
-    arrays.append(pa.array([loaded.info.version] * n, pa.string()))
-    return pa.Table.from_arrays(arrays, schema=plan.schema)
+    return proba

@@ -43,6 +43,7 @@ class ServeMetrics:
     shadow_dropped: Counter
     swaps: Counter
     model_info: Gauge
+    feedback_orphaned: Counter
 
     @classmethod
     def create(cls) -> ServeMetrics:
@@ -110,6 +111,14 @@ class ServeMetrics:
                 ["name", "version", "route"],
                 registry=registry,
                 multiprocess_mode="livemax",
+            ),
+            feedback_orphaned=Counter(
+                "loopline_feedback_orphaned",
+                "Feedback labels stored for a request id that this process had not answered "
+                "lately: a wrong id, or a prediction answered by another worker, before a "
+                "restart or too long ago. Monitoring's join of feedback and prediction log "
+                "has the final count of labels with no prediction.",
+                registry=registry,
             ),
         )
 
