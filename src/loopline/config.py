@@ -109,20 +109,33 @@ class Settings(BaseSettings):
 
 
 def _read_project_files(root: Path) -> dict[str, Any]:
+    """The settings in ``loopline.yaml`` and ``[tool.loopline]`` of ``pyproject.toml``.
+
+    A file that cannot be parsed is a :class:`ConfigError` of one line: the file, the
+    problem and where (line and column), with a hint.
+    """
     values: dict[str, Any] = {}
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():
         try:
             data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{pyproject} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(pyproject, exc) from None
+        except tomllib.TOMLDecodeError as exc:
+            # tomllib's message is one line and ends with "(at line L, column C)".
+            raise ConfigError(
+                f"{pyproject} is not valid TOML: {_one_line(str(exc))}",
+                hint="fix the file at that line (Loopline reads its [tool.loopline] table)",
+            ) from None
         values.update(data.get("tool", {}).get("loopline", {}))
     config = root / CONFIG_FILE
     if config.is_file():
         try:
             data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{config} is not valid YAML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(config, exc) from None
+        except yaml.YAMLError as exc:
+            raise _yaml_error(config, exc) from None
         if not isinstance(data, dict):
             raise ConfigError(
                 f"{config} must hold a mapping of settings, found {type(data).__name__}",
@@ -130,6 +143,31 @@ def _read_project_files(root: Path) -> dict[str, Any]:
             )
         values.update(data)
     return values
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> ConfigError:
+    return ConfigError(
+        f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})",
+        hint=f"save {path.name} as UTF-8",
+    )
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> ConfigError:
+    """PyYAML's several-line message as one line: the problem and where it is."""
+    problem = str(getattr(exc, "problem", None) or exc)
+    if problem.startswith("expected <block end>"):  # PyYAML's words for a bad indent
+        problem = f"the indentation does not match the lines above ({problem})"
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return ConfigError(
+        f"{path} is not valid YAML{where}: {_one_line(problem)}",
+        hint=f"fix {path.name}{where}: settings are `key: value` "
+        "lines, nested ones indented with spaces (no tabs); quote values holding ': ' or '#'",
+    )
 
 
 def load_settings(project_root: str | Path | None = None, **overrides: Any) -> Settings:

@@ -53,7 +53,7 @@ def test_help_lists_the_commands() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["runs", "show", "nosuchrun"], "no run with id 'nosuchrun'"),
+        (["runs", "show", "nosuchrun"], "no Loopline project in"),
         (["run", "nosuchpipeline"], "no pipeline named 'nosuchpipeline'"),
         (["run", "sentiment", "--param", "oops"], "--param expects KEY=VALUE"),
         (["run", "sentiment", "--param", "colour=red"], "no parameter 'colour'"),

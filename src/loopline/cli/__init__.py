@@ -19,12 +19,21 @@ from loopline.cli.label import label_app
 from loopline.cli.monitor import monitor_app
 from loopline.cli.predict import predict_command
 from loopline.cli.serve import serve_command
-from loopline.cli.support import JsonOpt, print_json
+from loopline.cli.support import (
+    JsonOpt,
+    LooplineGroup,
+    check_project_folder,
+    load_project_settings,
+    print_json,
+)
 from loopline.errors import LooplineError, StepFailed
 
 if TYPE_CHECKING:
     from loopline.config import Settings
+    from loopline.core.lineage import ModelVersion
+    from loopline.core.metadata import MetadataStore
     from loopline.core.runner import RunResult
+    from loopline.registry.models import ModelRegistry
 
 app = typer.Typer(
     name="loopline",
@@ -32,6 +41,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=LooplineGroup,  # readable --help for every command: see loopline.cli.support
 )
 runs_app = typer.Typer(help="Show pipeline runs: history, per-step status, cache hits, timings.")
 models_app = typer.Typer(
@@ -54,17 +64,19 @@ def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     project: Annotated[
         Path | None,
-        typer.Option("--project", "-C", help="Project folder (default: the current one)."),
+        typer.Option(
+            "--project", "-C", metavar="DIR", help="Project folder (default: the current one)."
+        ),
     ] = None,
 ) -> None:
     _state["debug"] = debug
     _state["project"] = project
+    check_project_folder(project)  # every command: a missing folder is never created
 
 
 def _settings() -> Settings:
-    from loopline.config import load_settings
-
-    return load_settings(_state["project"])
+    """The settings of the project (commands that may create its state)."""
+    return load_project_settings(_state["project"])
 
 
 # -- init ----------------------------------------------------------------------------
@@ -73,11 +85,18 @@ def init(
     directory: Annotated[Path, typer.Argument(help="Folder to create the project in.")] = Path(),
     template: Annotated[
         str,
-        typer.Option("--template", "-t", help="Starter pipeline: sentiment, spam or tabular."),
+        typer.Option(
+            "--template",
+            "-t",
+            metavar="sentiment|spam|tabular",
+            help="Starter pipeline: sentiment, spam or tabular.",
+        ),
     ] = "sentiment",
     data: Annotated[
         Path | None,
-        typer.Option(help="Real data (file or folder) to use instead of generated data."),
+        typer.Option(
+            metavar="PATH", help="Real data (file or folder) to use instead of generated data."
+        ),
     ] = None,
 ) -> None:
     """Write a starter project: loopline.yaml, a short pipeline file and (generated) data."""
@@ -105,16 +124,26 @@ def _parse_params(pairs: list[str]) -> dict[str, str]:
 @app.command()
 def run(
     pipeline_name: Annotated[
-        str | None, typer.Argument(metavar="[PIPELINE]", help="Pipeline name from loopline.yaml.")
+        str | None, typer.Argument(metavar="PIPELINE", help="Pipeline name from loopline.yaml.")
     ] = None,
     param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="KEY=VALUE, repeatable.")
+        list[str] | None,
+        typer.Option(
+            "--param", "-p", metavar="KEY=VALUE", help="A pipeline parameter, repeatable."
+        ),
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every step again.")] = False,
-    executor: Annotated[str | None, typer.Option(help="threads (default) or processes.")] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(metavar="threads|processes", help="How steps run (default: threads)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a pipeline: unchanged steps are skipped and their outputs reused."""
+    """Run a pipeline: unchanged steps are skipped and their outputs reused.
+
+    After the steps, one line per registered model version says whether the gate passed
+    and which version is champion.
+    """
     from loopline.project import resolve_pipeline
 
     settings = _settings()
@@ -136,6 +165,8 @@ def run(
         print_json(_run_summary(result))
         return
     _print_steps(result)
+    for outcome in _model_outcomes(result):
+        out.print(outcome["summary"], markup=False, soft_wrap=True)
 
 
 def _run_summary(result: RunResult) -> dict[str, Any]:
@@ -154,7 +185,86 @@ def _run_summary(result: RunResult) -> dict[str, Any]:
             }
             for name, s in result.steps.items()
         },
+        "models": _model_outcomes(result),
     }
+
+
+def _model_outcomes(result: RunResult) -> list[dict[str, Any]]:
+    """What became of each model version the run registered: gate, champion, one line."""
+    decisions = _gate_decisions(result)
+    outcomes = []
+    for step_name, mv in result.model_versions():
+        decision = decisions.get(mv.name)
+        if decision is not None:
+            passed: bool | None = bool(decision.get("passed"))
+            reasons = [str(r) for r in decision.get("reasons") or []]
+        else:  # a register step without a gate step in the run (or one named otherwise)
+            passed = True if mv.promoted else (None if not mv.reasons else False)
+            reasons = list(mv.reasons)
+        cached = result.steps[step_name].status == "cached"
+        outcomes.append(
+            {
+                "model": mv.name,
+                "version": mv.version,
+                "new": mv.new,
+                "gate_passed": passed,
+                "reasons": reasons,
+                "promoted": mv.promoted,
+                "champion": mv.champion,
+                "mlflow_run_id": mv.mlflow_run_id,
+                "dataset_version": mv.dataset_version,
+                "step": step_name,
+                "cached": cached,
+                "summary": _model_outcome_line(mv, passed, reasons, cached),
+            }
+        )
+    return outcomes
+
+
+def _gate_decisions(result: RunResult) -> dict[str, dict[str, Any]]:
+    """The decisions of the run's gate steps (steps named gate...), by model name."""
+    decisions: dict[str, dict[str, Any]] = {}
+    for name, step in result.steps.items():
+        if not name.startswith("gate") or step.status not in ("completed", "cached"):
+            continue
+        for output, digest in step.outputs.items():
+            in_memory = digest in result.objects
+            if not in_memory and result.store.meta(digest).get("materializer") != "json":
+                continue  # a decision is stored as JSON: load nothing bigger
+            decision = result.load(name, output)
+            if isinstance(decision, dict) and "passed" in decision:
+                decisions[str(decision.get("model_name"))] = decision
+    return decisions
+
+
+_PASSING = (">= floor", "<= ceiling", " meets ", "(no floor set)", "no champion yet")
+
+
+def _model_outcome_line(
+    mv: ModelVersion, passed: bool | None, reasons: list[str], cached: bool
+) -> str:
+    """``model sentiment version 3 registered · gate passed · now champion``."""
+    registered = "registered" if mv.new else "already registered (same model)"
+    parts = [f"model {mv.name} version {mv.version} {registered}"]
+    if passed is None:
+        parts.append("no gate")
+    elif passed:
+        parts.append("gate passed")
+    else:
+        # The reasons of the checks that failed (all of them if none reads as a pass).
+        failed = [r for r in reasons if not any(p in r for p in _PASSING)] or reasons
+        parts.append("gate failed" + (f" ({'; '.join(failed)})" if failed else ""))
+    if mv.promoted:
+        parts.append("now champion" if not cached else "champion")
+    elif mv.champion == mv.version:
+        parts.append("stays champion")
+    elif mv.champion is not None:
+        parts.append(f"champion stays version {mv.champion}")
+    else:
+        parts.append("no champion")
+    if cached:
+        parts.append("from cache")
+    return " · ".join(parts)
 
 
 def _print_steps(result: RunResult) -> None:
@@ -211,18 +321,34 @@ class _StepProgress:
 
 
 # -- runs ----------------------------------------------------------------------------
+def _read_state() -> tuple[Settings, MetadataStore | None]:
+    """The project's settings and its metadata store opened for reading (None: nothing
+    recorded yet). Outside a project this stops with "no Loopline project in DIR".
+
+    For the commands that only read (or move an alias of an existing version): they
+    never create ``.loopline/``, the metadata database or the MLflow store.
+    """
+    from loopline.core.metadata import MetadataStore, StoreMissing
+
+    settings = load_project_settings(_state["project"], existing=True)
+    assert settings.metadata_url
+    try:
+        return settings, MetadataStore(settings.metadata_url, create=False)
+    except StoreMissing:
+        return settings, None
+
+
 @runs_app.command("list")
 def runs_list(
-    limit: Annotated[int, typer.Option(help="How many runs to show.")] = 20,
-    pipeline_name: Annotated[str | None, typer.Option("--pipeline", help="Only this one.")] = None,
+    limit: Annotated[int, typer.Option(metavar="N", help="How many runs to show.")] = 20,
+    pipeline_name: Annotated[
+        str | None, typer.Option("--pipeline", metavar="NAME", help="Only this pipeline's runs.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Recent runs, newest first."""
-    from loopline.core.metadata import MetadataStore
-
-    settings = _settings()
-    assert settings.metadata_url
-    rows = MetadataStore(settings.metadata_url).list_runs(limit, pipeline_name)
+    _, store = _read_state()
+    rows = store.list_runs(limit, pipeline_name) if store is not None else []
     if as_json:
         print_json(rows)
         return
@@ -236,19 +362,29 @@ def runs_list(
         started = str(r["started_at"])[:19]
         table.add_row(r["id"], r["pipeline"], r["status"], started, duration, steps, code)
     out.print(table)
+    if not rows:
+        out.print("no runs yet: `loopline run` runs a pipeline")
 
 
 @runs_app.command("show")
 def runs_show(
-    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id (a prefix is enough).")],
+    run_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN",
+            help="Run id (a prefix is enough), or the MLflow run id of a registered version.",
+        ),
+    ],
     as_json: JsonOpt = False,
 ) -> None:
     """One run: per-step status, cache hits, timings, inputs and outputs."""
-    from loopline.core.metadata import MetadataStore
-
-    settings = _settings()
-    assert settings.metadata_url
-    run_row = MetadataStore(settings.metadata_url).get_run(run_id)
+    _, store = _read_state()
+    if store is None:
+        raise LooplineError(
+            f"no run with id {run_id!r}: nothing has run in this project yet",
+            hint="run a pipeline with `loopline run`",
+        )
+    run_row = _get_run(store, run_id)
     if as_json:
         print_json(run_row)
         return
@@ -275,44 +411,89 @@ def runs_show(
         out.print(f"[red]error:[/] {run_row['error']}")
 
 
+def _get_run(store: MetadataStore, ref: str) -> dict[str, Any]:
+    """A run by its Loopline id (or a prefix), or by the MLflow run id of a version it
+    registered (``model_versions.mlflow_run_id``, as `models list --json` shows it)."""
+    import sqlalchemy as sa
+
+    from loopline.core import schema
+
+    try:
+        return store.get_run(ref)
+    except LooplineError as not_ours:
+        mv = schema.model_versions
+        with store.engine.connect() as conn:
+            runs = conn.execute(
+                sa.select(mv.c.run_id)
+                .where(mv.c.mlflow_run_id.like(f"{ref}%"), mv.c.run_id.is_not(None))
+                .distinct()
+                .limit(2)
+            ).scalars()
+            found = [str(r) for r in runs]
+        if len(found) != 1:
+            raise not_ours
+        return store.get_run(found[0])
+
+
 # -- models --------------------------------------------------------------------------
-def _registry() -> Any:
+def _registry() -> tuple[ModelRegistry, MetadataStore | None]:
+    """The project's registry for reading and alias moves (never creates a store), and
+    its metadata store (None: nothing recorded yet)."""
     from loopline.registry.project import open_registry
 
-    return open_registry(_settings())
+    settings, store = _read_state()
+    return open_registry(settings, store, create=False), store
 
 
 @models_app.command("list")
 def models_list(as_json: JsonOpt = False) -> None:
-    """Every registered model version with its aliases and data version."""
-    versions = _registry().list_models()
+    """Every registered model version with its aliases, data version and run.
+
+    ``run`` is Loopline's run id (what `loopline runs show` takes); the JSON also has
+    MLflow's as ``mlflow_run_id``.
+    """
+    registry, store = _registry()
+    rows = []
+    for v in registry.list_models():
+        lineage = store.model_version(v.name, v.version) if store is not None else None
+        rows.append(
+            {
+                **v.to_dict(),
+                "run_id": lineage["run_id"] if lineage else None,
+                "mlflow_run_id": v.run_id,
+            }
+        )
     if as_json:
-        print_json([v.to_dict() for v in versions])
+        print_json(rows)
         return
     table = Table(title="models")
     for col in ("model", "version", "aliases", "data", "run", "created"):
         table.add_column(col)
-    for v in versions:
+    for row in rows:
         table.add_row(
-            v.name,
-            v.version,
-            ", ".join(v.aliases),
-            v.dataset_version or "-",
-            (v.run_id or "-")[:12],
-            str(v.created_at)[:19],
+            row["name"],
+            row["version"],
+            ", ".join(row["aliases"]),
+            row["dataset_version"] or "-",
+            row["run_id"] or "-",
+            str(row["created_at"] or "-")[:19].replace("T", " "),
         )
     out.print(table)
+    if not rows:
+        out.print("no model is registered yet: `loopline run` trains and registers one")
 
 
 @models_app.command("promote")
 def models_promote(
-    name: str,
-    version: str,
-    alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
-    reason: Annotated[str, typer.Option(help="Recorded in the alias history.")] = "manual",
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Registered model name.")],
+    version: Annotated[str, typer.Argument(metavar="VERSION", help="Version to promote.")],
+    alias: Annotated[str, typer.Option(metavar="ALIAS", help="Alias to move.")] = "champion",
+    reason: Annotated[
+        str, typer.Option(metavar="TEXT", help="Recorded in the alias history.")
+    ] = "manual",
 ) -> None:
     """Point an alias (default champion) at a version; the old champion becomes previous."""
-    registry = _registry()
+    registry, _ = _registry()
     if alias == "champion":
         registry.promote(name, version, reason=reason, actor="cli")
     else:
@@ -322,18 +503,26 @@ def models_promote(
 
 @models_app.command("rollback")
 def models_rollback(
-    name: str,
-    reason: Annotated[str, typer.Option(help="Recorded in the alias history.")] = "manual rollback",
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Registered model name.")],
+    reason: Annotated[
+        str, typer.Option(metavar="TEXT", help="Recorded in the alias history.")
+    ] = "manual rollback",
 ) -> None:
     """Move champion back to the previous version."""
-    info = _registry().rollback(name, reason=reason, actor="cli")
+    info = _registry()[0].rollback(name, reason=reason, actor="cli")
     out.print(f"{name}@champion -> version {info.version}")
 
 
 @models_app.command("history")
-def models_history(name: str, as_json: JsonOpt = False) -> None:
+def models_history(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Registered model name.")],
+    as_json: JsonOpt = False,
+) -> None:
     """Every alias move of a model: when, which version, why, by whom."""
-    events = _registry().alias_history(name)
+    registry, _ = _registry()
+    events = registry.alias_history(name)
+    if not events:
+        registry.aliases(name)  # an unknown name: ModelNotFound naming the registered ones
     if as_json:
         print_json(events)
         return
@@ -354,20 +543,27 @@ def models_history(name: str, as_json: JsonOpt = False) -> None:
 
 @app.command()
 def lineage(
-    model: Annotated[str, typer.Argument(metavar="MODEL[@ALIAS|/VERSION]")],
+    model: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODEL[@ALIAS|/VERSION]", help="e.g. sentiment, sentiment@previous, sentiment/3"
+        ),
+    ],
     as_json: JsonOpt = False,
 ) -> None:
     """Where a model version came from: run, code version, steps, parameters and data."""
     from rich.tree import Tree
 
-    from loopline.core.metadata import MetadataStore
-
-    settings = _settings()
-    registry = _registry()
+    registry, store = _registry()
     ref = model if ("@" in model or "/" in model) else f"{model}@champion"
     info = registry.resolve(ref)
-    assert settings.metadata_url
-    found = MetadataStore(settings.metadata_url).lineage(info.name, info.version)
+    if store is None:  # registered in MLflow, but nothing recorded by Loopline
+        raise LooplineError(
+            f"no lineage for {info.name} version {info.version}: it was not registered by a "
+            "Loopline run",
+            hint="see `loopline models list`",
+        )
+    found = store.lineage(info.name, info.version)
     if as_json:
         print_json(found)
         return
@@ -399,7 +595,10 @@ def predict_remote_cmd(
     texts: Annotated[list[str], typer.Argument(metavar="TEXT...", help="Texts to classify.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Send texts to a running server, one request each, and print the answers."""
+    """Send texts to a running server, one request each, and print the answers.
+
+    Each answer's request id is what `POST /feedback` takes to record the true label.
+    """
     from loopline.serve.client import predict_remote
 
     answers = predict_remote(url, texts)
@@ -411,14 +610,16 @@ def predict_remote_cmd(
 
 def _print_predictions(answers: list[dict[str, Any]]) -> None:
     table = Table(title="predictions")
-    for col in ("text", "label", "p", "version", "latency"):
+    for col in ("text", "label", "p", "version", "request", "latency"):
         table.add_column(col)
+    table.columns[4].overflow = "fold"  # a request id is what POST /feedback takes: never cut
     for answer in answers:
         table.add_row(
             answer["text"][:60],
             answer["label"],
             f"{max(answer['probabilities'].values()):.2f}",
             str(answer["model_version"]),
+            str(answer.get("request_id") or "-"),
             f"{answer['latency_ms']:.1f} ms",
         )
     out.print(table)
@@ -429,9 +630,36 @@ def _print_predictions(answers: list[dict[str, Any]]) -> None:
 def data_validate(
     source: Annotated[str, typer.Argument(help="File, folder or URL of tweets.")],
     fmt: Annotated[
-        str, typer.Option("--format", help="auto|sentiment140|lines|vader|table")
+        str,
+        typer.Option(
+            "--format",
+            metavar="FORMAT",
+            help="auto (detect), sentiment140, lines, vader, table or text_folder.",
+        ),
     ] = "auto",
-    encoding: Annotated[str | None, typer.Option(help="Text encoding of the file.")] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", help="Text encoding of the file, e.g. latin-1."),
+    ] = None,
+    text_column: Annotated[
+        str,
+        typer.Option("--text-column", metavar="COLUMN", help="The text column of a table."),
+    ] = "text",
+    label_column: Annotated[
+        str,
+        typer.Option(
+            "--label-column",
+            metavar="COLUMN",
+            help="The label column of a table (none: unlabelled data).",
+        ),
+    ] = "label",
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            metavar="A,B,...",
+            help="The allowed labels, comma-separated (default: negative,positive).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Read a data file and run the schema and quality checks (exit 2 on violations)."""
@@ -439,9 +667,20 @@ def data_validate(
     from loopline.data.validate import format_report, validate_text_dataset
     from loopline.errors import ValidationFailed
 
-    frame = load_source(source, format=fmt, encoding=encoding)  # type: ignore[arg-type]
+    allowed = _split_labels(labels)
+    label_col = None if label_column.strip().lower() in ("", "none") else label_column
+    frame = load_source(
+        source,
+        format=fmt,  # type: ignore[arg-type]
+        encoding=encoding,
+        text_column=text_column,
+        label_column=label_col,
+    )
     try:
-        _, report = validate_text_dataset(frame)
+        if allowed is None:
+            _, report = validate_text_dataset(frame)
+        else:
+            _, report = validate_text_dataset(frame, labels=allowed)
     except ValidationFailed as exc:
         if as_json:
             print_json(exc.report)
@@ -450,6 +689,19 @@ def data_validate(
         print_json(report)
     else:
         out.print(format_report(report))
+
+
+def _split_labels(raw: str | None) -> list[str] | None:
+    """``--labels a,b`` -> ``["a", "b"]`` (None when the flag is not given)."""
+    if raw is None:
+        return None
+    found = [part.strip() for part in raw.split(",") if part.strip()]
+    if not found:
+        raise LooplineError(
+            f"--labels expects comma-separated labels, found {raw!r}",
+            hint="e.g. --labels negative,positive",
+        )
+    return found
 
 
 # -- watch ---------------------------------------------------------------------------
@@ -461,9 +713,14 @@ def watch(
     on_drift: Annotated[
         bool, typer.Option("--on-drift", help="Check the monitoring rules and auto-rollback.")
     ] = False,
-    schedule: Annotated[str | None, typer.Option(help='Cron ("0 3 * * *") or "@every 6h".')] = None,
+    schedule: Annotated[
+        str | None, typer.Option(metavar="CRON", help='Cron ("0 3 * * *") or "@every 6h".')
+    ] = None,
     interval: Annotated[
-        float | None, typer.Option(help="Seconds between checks (default: monitoring config).")
+        float | None,
+        typer.Option(
+            metavar="SECONDS", help="Seconds between checks (default: monitoring config)."
+        ),
     ] = None,
     once: Annotated[bool, typer.Option("--once", help="Check once and exit.")] = False,
     as_json: JsonOpt = False,

@@ -33,16 +33,29 @@ out = Console(highlight=False)
 
 WindowOpt = Annotated[
     str,
-    typer.Option("--window", "-w", help="Window length (30min, 1h, 1D, 7D) or rows per window."),
+    typer.Option(
+        "--window",
+        "-w",
+        metavar="LENGTH",
+        help="Window length (30min, 1h, 1D, 7D) or rows per window.",
+    ),
 ]
 SinceOpt = Annotated[
     str | None,
-    typer.Option("--since", help="Start: a date, a UTC time, or a look-back such as 7d or 24h."),
+    typer.Option(
+        "--since",
+        metavar="WHEN",
+        help="Start: a date, a UTC time, or a look-back such as 7d or 24h.",
+    ),
 ]
-UntilOpt = Annotated[str | None, typer.Option("--until", help="End (exclusive), same forms.")]
+UntilOpt = Annotated[
+    str | None, typer.Option("--until", metavar="WHEN", help="End (exclusive), same forms.")
+]
 VersionOpt = Annotated[
     str | None,
-    typer.Option("--version", help="Compare with this version's reference profile."),
+    typer.Option(
+        "--version", metavar="VERSION", help="Compare with this version's reference profile."
+    ),
 ]
 _METRICS = ("accuracy", "macro_f1", "precision", "recall")
 
@@ -58,10 +71,12 @@ def report_command(
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report.")
     ] = None,
     group: Annotated[
-        str | None, typer.Option("--group", help="Input column for the fairness section.")
+        str | None,
+        typer.Option("--group", metavar="COLUMN", help="Input column for the fairness section."),
     ] = None,
     positive: Annotated[
-        str | None, typer.Option("--positive", help="The positive class (fairness, recall).")
+        str | None,
+        typer.Option("--positive", metavar="LABEL", help="The positive class (fairness, recall)."),
     ] = None,
     version: VersionOpt = None,
     json_output: JsonOpt = False,
@@ -99,7 +114,8 @@ def diagnose_command(
     since: SinceOpt = None,
     until: UntilOpt = None,
     metric: Annotated[
-        str, typer.Option("--metric", help=f"Metric to follow: {', '.join(_METRICS)}.")
+        str,
+        typer.Option("--metric", metavar="|".join(_METRICS), help="Metric to follow."),
     ] = "accuracy",
     version: VersionOpt = None,
     json_output: JsonOpt = False,

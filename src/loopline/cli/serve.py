@@ -63,11 +63,17 @@ def serve_command(
     ),
     admin_token_env: Annotated[
         str,
-        typer.Option(help="Variable holding the bearer token of /admin (unset: no admin routes)."),
+        typer.Option(
+            metavar="VAR",
+            help="Variable holding the bearer token of /admin (unset: no admin routes).",
+        ),
     ] = "LOOPLINE_ADMIN_TOKEN",
     api_keys_env: Annotated[
         str,
-        typer.Option(help="Variable holding comma-separated API keys for /predict (unset: open)."),
+        typer.Option(
+            metavar="VAR",
+            help="Variable holding comma-separated API keys for /predict (unset: open).",
+        ),
     ] = "LOOPLINE_API_KEYS",
     no_log: Annotated[
         bool, typer.Option("--no-log", help="Do not write the prediction log.")

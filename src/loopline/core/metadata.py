@@ -24,6 +24,8 @@ from loopline.core import schema
 from loopline.core.artifacts import StoredArtifact
 from loopline.errors import ConfigError, LooplineError
 
+# Key of the PostgreSQL advisory lock held while the schema is created or upgraded.
+_SCHEMA_LOCK = 0x100971E  # "loopline"
 # The newest migration; the store upgrades any older database to it on open.
 SCHEMA_HEAD = "0004_model_lineage"
 _MIGRATIONS = Path(__file__).with_name("migrations")
@@ -43,22 +45,51 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS).decode()
 
 
-class MetadataStore:
-    """All of Loopline's bookkeeping behind one small API."""
+class StoreMissing(LooplineError):
+    """``MetadataStore(url, create=False)`` found no metadata store at ``url``.
 
-    def __init__(self, url: str) -> None:
+    ``where`` is the URL (password hidden) and ``why`` what was found there instead.
+    """
+
+    def __init__(self, where: str, why: str) -> None:
+        super().__init__(
+            f"no Loopline project here: no metadata store at {where} ({why})",
+            hint="run a pipeline first (`loopline run`), or create a project with "
+            "`loopline init DIR`",
+        )
+        self.where = where
+        self.why = why
+
+
+class MetadataStore:
+    """All of Loopline's bookkeeping behind one small API.
+
+    ``create=False`` opens only a store that exists (for commands that only read): a
+    missing SQLite file, or a database without Loopline's schema, raises
+    :class:`StoreMissing` and nothing is created. An existing older schema is still
+    upgraded.
+    """
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
+        self.create = create
         self._is_sqlite = url.startswith("sqlite")
         # SQLite allows one writer: serialise our own writers instead of retrying on locks.
         self._write_lock = threading.Lock()
+        if not create:
+            self._check_sqlite_file()
         self.engine = self._connect(url)
-        self._migrate()
+        try:
+            self._migrate()
+        except StoreMissing:
+            self.engine.dispose()
+            raise
 
     # -- set-up ----------------------------------------------------------------
     def _connect(self, url: str) -> sa.Engine:
         if self._is_sqlite:
             path = url.split("///", 1)[-1]
-            if path and path != ":memory:":
+            if self.create and path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -93,14 +124,50 @@ class MetadataStore:
             ) from None
         if current == SCHEMA_HEAD:
             return
+        if current is None and not self.create:
+            raise self._missing("it holds no Loopline schema")
         from alembic import command
         from alembic.config import Config
 
         config = Config()
         config.set_main_option("script_location", str(_MIGRATIONS))
-        with self._write_lock, self.engine.begin() as conn:
+        # Two processes opening a new project at once (two `loopline run`s) must not both
+        # create the tables: the schema is created or upgraded under a lock that spans
+        # processes, and looked at again once the lock is held.
+        with self._write_lock, self._schema_lock(), self.engine.begin() as conn:
+            if not self._is_sqlite:
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            if self._current_revision(conn) == SCHEMA_HEAD:
+                return
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
+
+    @contextmanager
+    def _schema_lock(self) -> Iterator[None]:
+        """An inter-process lock for schema changes: a lock file beside a SQLite store
+        (PostgreSQL stores take an advisory lock inside the migration's transaction)."""
+        path = self.url.split("///", 1)[-1] if self._is_sqlite and "///" in self.url else ""
+        if not path or path == ":memory:":
+            yield
+            return
+        from filelock import FileLock
+
+        with FileLock(f"{path}.lock", timeout=120):
+            yield
+
+    def _check_sqlite_file(self) -> None:
+        """For ``create=False``: a SQLite store must already be a file (SQLite would
+        create an empty one on connect)."""
+        if not self._is_sqlite:
+            return
+        path = self.url.split("///", 1)[-1] if "///" in self.url else ""
+        if not path or path == ":memory:":
+            raise self._missing("an in-memory database holds nothing yet")
+        if not Path(path).is_file():
+            raise self._missing("the file does not exist")
+
+    def _missing(self, why: str) -> StoreMissing:
+        return StoreMissing(self._safe_url(), why)
 
     @staticmethod
     def _current_revision(conn: sa.Connection) -> str | None:

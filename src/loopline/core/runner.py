@@ -169,6 +169,24 @@ class RunResult:
     def cache_hits(self) -> int:
         return sum(1 for s in self.steps.values() if s.status == "cached")
 
+    def model_versions(self) -> list[tuple[str, ModelVersion]]:
+        """(step, version) for each model version the run's steps registered or reused.
+
+        Outputs held in memory are checked by type; of the others, only those of steps whose
+        name starts with ``register`` are loaded (a cached step's outputs are not in memory).
+        """
+        found: list[tuple[str, ModelVersion]] = []
+        for name, step in self.steps.items():
+            if step.status not in ("completed", "cached"):
+                continue
+            for digest in step.outputs.values():
+                obj = self.objects.get(digest)
+                if obj is None and name.startswith("register"):
+                    obj = self.objects[digest] = self.store.load(digest)
+                if isinstance(obj, ModelVersion):
+                    found.append((name, obj))
+        return found
+
 
 class Runner:
     """Runs DAGs against one project's stores."""

@@ -62,6 +62,7 @@ _MAX_TAG_LENGTH = 8000
 _BATCH_PARAMS_TAGS = 100
 _BATCH_METRICS = 1000
 _INVALID_KEY_CHARS = re.compile(r"[^\w.\- /]")
+_NOTHING_REGISTERED_HINT = "train and register a model first: `loopline run`"
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,11 @@ class ModelRegistry:
     experiments store artifacts; by default a ``mlartifacts`` folder next to a SQLite file
     (MLflow's own default would be ``./mlruns`` relative to whatever the working directory
     happens to be).
+
+    ``create=False`` (commands that only read) never creates a SQLite store: MLflow would
+    create the file on first contact. Without the file the registry reads as empty:
+    :meth:`list_models` returns nothing, and looking a model up raises
+    :class:`~loopline.errors.ModelNotFound`.
     """
 
     def __init__(
@@ -167,12 +173,15 @@ class ModelRegistry:
         tracking_uri: str,
         artifact_location: str | None = None,
         history: AliasHistory | None = None,
+        *,
+        create: bool = True,
     ) -> None:
         # Environment only (telemetry off, quieter logs): must precede any `import mlflow`.
         quiet_mlflow()
         self.tracking_uri = tracking_uri
         self.artifact_location = artifact_location or _default_artifact_location(tracking_uri)
         self.history = history
+        self.create = create
         self._client: MlflowClient | None = None
         self._client_lock = threading.Lock()
 
@@ -190,10 +199,43 @@ class ModelRegistry:
     def _make_client(self) -> MlflowClient:
         from mlflow.tracking import MlflowClient
 
+        if self._store_missing():
+            raise ModelNotFound(
+                f"no model is registered in this project yet ({self.tracking_uri} does not exist)",
+                hint=_NOTHING_REGISTERED_HINT,
+            )
         db_path = _sqlite_path(self.tracking_uri)
-        if db_path is not None:
+        if db_path is None:  # a server (or another store) creates and upgrades itself
+            return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        if self.create:
             db_path.parent.mkdir(parents=True, exist_ok=True)
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        from filelock import FileLock
+
+        # MLflow creates (or upgrades) its SQLite schema when a store is first made; two
+        # processes doing that at once fail ("table ... already exists"). Make the client
+        # and touch both the tracking and the registry store here, one process at a time.
+        try:
+            with FileLock(f"{db_path}.lock", timeout=120):
+                client = MlflowClient(
+                    tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+                )
+                client.search_experiments(max_results=1)
+                client.search_registered_models(max_results=1)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise LooplineError(
+                f"cannot open the MLflow store at {self.tracking_uri}: {first}",
+                hint="check mlflow_tracking_uri in loopline.yaml (or LOOPLINE_MLFLOW_TRACKING_URI)"
+                " and that no other program holds that file",
+            ) from exc
+        return client
+
+    def _store_missing(self) -> bool:
+        """True for ``create=False`` when the SQLite store does not exist (yet)."""
+        if self.create:
+            return False
+        db_path = _sqlite_path(self.tracking_uri)
+        return db_path is not None and not db_path.is_file()
 
     # -- register ---------------------------------------------------------------------
 
@@ -304,6 +346,8 @@ class ModelRegistry:
     def resolve(self, ref: str) -> ModelVersionInfo:
         """Resolve ``name@alias``, ``name/version`` or ``name`` (= ``name@champion``)."""
         name, alias, version = parse_ref(ref)
+        if self._store_missing():
+            self._registered_aliases(name)  # raises ModelNotFound: nothing is registered
         if alias is not None:
             found = self._version_by_alias(name, alias)
         else:
@@ -336,6 +380,8 @@ class ModelRegistry:
         Typical use: skip registering a model whose content hash is already registered.
         An unknown model name gives None (nothing registered yet), not an error.
         """
+        if self._store_missing():
+            return None
         quoted_name, quoted_value = _sql_quote(name), _sql_quote(value)
         if quoted_name and quoted_value and "`" not in tag:
             candidates = self._search_versions(
@@ -352,6 +398,8 @@ class ModelRegistry:
 
     def list_models(self) -> list[ModelVersionInfo]:
         """All versions of all registered models, newest first."""
+        if self._store_missing():
+            return []
         aliases: dict[tuple[str, str], list[str]] = {}
         for registered in self._paged(self.client.search_registered_models, max_results=1000):
             for alias, version in (registered.aliases or {}).items():
@@ -406,10 +454,23 @@ class ModelRegistry:
                 hint="see `loopline models list`",
             ) from exc
 
+    def aliases(self, name: str) -> dict[str, str]:
+        """Alias -> version of model ``name``.
+
+        Raises :class:`~loopline.errors.ModelNotFound` (naming the registered models) when
+        no model ``name`` is registered.
+        """
+        return self._registered_aliases(name)
+
     def _registered_aliases(self, name: str) -> dict[str, str]:
         """Return alias -> version of ``name``; ModelNotFound (listing names) if unknown."""
         from mlflow.exceptions import MlflowException
 
+        if self._store_missing():
+            raise ModelNotFound(
+                f"no registered model named {name!r}: nothing is registered in this project yet",
+                hint=_NOTHING_REGISTERED_HINT,
+            )
         try:
             registered = self.client.get_registered_model(name)
         except MlflowException as exc:
@@ -422,7 +483,7 @@ class ModelRegistry:
                 f"no registered model named {name!r}",
                 hint=f"registered models: {', '.join(names)}"
                 if names
-                else "nothing is registered yet; run a training pipeline first",
+                else _NOTHING_REGISTERED_HINT,
             ) from exc
         return {alias: str(v) for alias, v in (registered.aliases or {}).items()}
 

@@ -10,15 +10,30 @@ if TYPE_CHECKING:
     from loopline.registry.models import ModelRegistry
 
 
-def open_registry(settings: Settings, metadata: MetadataStore | None = None) -> ModelRegistry:
-    """A :class:`ModelRegistry` for this project (opens the metadata store if not given)."""
-    from loopline.core.metadata import MetadataStore
+def open_registry(
+    settings: Settings, metadata: MetadataStore | None = None, *, create: bool = True
+) -> ModelRegistry:
+    """A :class:`ModelRegistry` for this project (opens the metadata store if not given).
+
+    ``create=False`` (commands that only read) creates nothing: no ``.loopline/`` folder,
+    no metadata database, no MLflow store. A project where nothing is registered yet
+    then reads as an empty registry (see :class:`ModelRegistry`).
+    """
+    from loopline.core.metadata import MetadataStore, StoreMissing
     from loopline.registry.models import ModelRegistry
 
     assert settings.mlflow_tracking_uri and settings.metadata_url
-    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    if create:
+        settings.home_dir.mkdir(parents=True, exist_ok=True)
+    history = metadata
+    if history is None:
+        try:
+            history = MetadataStore(settings.metadata_url, create=create)
+        except StoreMissing:
+            history = None  # nothing recorded yet, so no alias history either
     return ModelRegistry(
         settings.mlflow_tracking_uri,
         artifact_location=settings.mlflow_artifact_location,
-        history=metadata or MetadataStore(settings.metadata_url),
+        history=history,
+        create=create,
     )

@@ -24,8 +24,9 @@ def predict_remote(
     """Send each text as its own ``POST /predict`` and return one result per text, in order.
 
     One request per text (rather than one batch) makes each request's latency measurable.
-    Each result is ``{"text", "label", "probabilities", "model_name", "model_version",
-    "latency_ms"}``; ``latency_ms`` is the client-side round trip of that request.
+    Each result is ``{"text", "label", "probabilities", "request_id", "model_name",
+    "model_version", "route", "latency_ms"}``; ``request_id`` is the server's id of the
+    prediction (what ``POST /feedback`` takes), ``latency_ms`` the client-side round trip.
 
     Args:
         url: the server's base URL (``http://127.0.0.1:8000``) or its ``/predict`` URL.
@@ -51,8 +52,10 @@ def predict_remote(
                 {
                     "text": text,
                     **body["prediction"],
+                    "request_id": body.get("request_id"),
                     "model_name": body.get("model_name"),
                     "model_version": body.get("model_version"),
+                    "route": body.get("route"),
                     "latency_ms": latency_ms,
                 }
             )
