@@ -68,7 +68,9 @@ def versions(tools: Iterable[str], python: str | Path | None = None) -> dict[str
     this one. A tool not installed there, or an interpreter that cannot answer, gives None.
     """
     names = list(tools)
-    if python is None or Path(python).resolve() == Path(sys.executable).resolve():
+    # Compare the paths as given: a venv's python is a symlink to the same interpreter,
+    # yet sees its own site-packages.
+    if python is None or Path(python).absolute() == Path(sys.executable).absolute():
         return {name: _version_here(name) for name in names}
     return _ask(python, names)["versions"]
 

@@ -67,6 +67,48 @@ def test_a_significant_but_trivial_shift_is_not_flagged_at_large_n(profile: Prof
     assert not x.drifted
 
 
+def _tiny_shift_frame(n: int, seed: int, *, shifted: bool) -> pd.DataFrame:
+    """The tiny-shift negatives of benchmarks/drift.py, plus one real shift as a control."""
+    rng = np.random.default_rng(seed)
+    tier = [0.495, 0.205, 0.15, 0.1, 0.05] if shifted else [0.5, 0.2, 0.15, 0.1, 0.05]
+    lang = [0.695, 0.2, 0.075, 0.03] if shifted else [0.7, 0.2, 0.07, 0.03]
+    state = rng.choice([f"s{i}" for i in range(20)], n).astype(object)
+    state[rng.random(n) < (0.035 if shifted else 0.03)] = None
+    return pd.DataFrame(
+        {
+            "mean": rng.normal(0.01 if shifted else 0.0, 1.0, n),  # +0.01 sd
+            "scale": rng.normal(0.0, 1.02 if shifted else 1.0, n),  # sd x1.02
+            "flag": (rng.random(n) < (0.305 if shifted else 0.30)).astype(float),  # +0.5 pt
+            "tier": rng.choice(["t0", "t1", "t2", "t3", "t4"], n, p=tier),  # shares +-0.5 pt
+            "lang": rng.choice(["l0", "l1", "l2", "l3"], n, p=lang),  # 7% -> 7.5%
+            "state": state,  # missing rate 3% -> 3.5%
+            "control": rng.normal(0.15 if shifted else 0.0, 1.0, n),  # +0.15 sd: real
+        }
+    )
+
+
+def test_tiny_shifts_significant_at_a_million_rows_are_not_flagged() -> None:
+    # Every one of these is statistically significant at 1,000,000 rows (a test alone would
+    # flag it) and too small to matter: the effect-size thresholds keep them unflagged.
+    n = 1_000_000
+    report = drift_report(
+        build_profile(_tiny_shift_frame(n, 10, shifted=False)),
+        _tiny_shift_frame(n, 11, shifted=True),
+    )
+    alpha = DriftConfig().alpha
+    for column in ("mean", "scale", "flag", "tier", "lang"):
+        r = report[column]
+        assert r.q_value is not None and r.q_value < alpha, column  # significant...
+        assert not r.drifted, (column, r.reasons)  # ...and not flagged
+        assert r.wasserstein is None or r.wasserstein < 0.05, column
+        assert r.js_distance is not None and r.js_distance < 0.05, column
+    assert report["lang"].details["max_rate_ratio"] == pytest.approx(1.07, abs=0.02)
+    state = report["state"]
+    assert state.missing_q_value is not None and state.missing_q_value < alpha
+    assert state.missing_rate == pytest.approx(0.035, abs=0.002) and not state.drifted
+    assert report.drifted_features == ["control"]
+
+
 def test_a_rare_category_whose_rate_rises_by_half_is_flagged(profile: Profile) -> None:
     window = _frame(100_000, 4)
     rng = np.random.default_rng(5)
