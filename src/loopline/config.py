@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     pipelines: dict[str, str] = Field(default_factory=dict)
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     monitoring: dict[str, Any] = Field(default_factory=dict)
+    pii: dict[str, Any] = Field(default_factory=dict)  # validated by loopline.data.pii
 
     @classmethod
     def settings_customise_sources(
