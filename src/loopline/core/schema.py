@@ -193,3 +193,24 @@ alert_events = sa.Table(
     sa.Column("details", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
 )
+
+# -- streaming decisions (migration 0005_decisions) --------------------------------------------
+# One row per transaction decided by `loopline stream consume`, written in one transaction
+# per batch before the batch is acknowledged. The primary key makes a transaction decided at
+# most once, whatever the broker redelivers.
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("tx_id", sa.String(200), primary_key=True),
+    sa.Column("model_name", sa.String(200)),
+    sa.Column("model_version", sa.String(20)),
+    sa.Column("score", sa.Float),
+    sa.Column("flagged", sa.Boolean, nullable=False),
+    sa.Column("threshold", sa.Float),
+    sa.Column("source", sa.String(500), nullable=False),  # the stream, password hidden
+    sa.Column("message_id", sa.String(200)),
+    sa.Column("attempt", sa.Integer),
+    sa.Column("features", sa.Text),  # JSON: the model's inputs, after PII masking
+    sa.Column("produced_at", sa.DateTime(timezone=True)),  # the producer's stamp
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
