@@ -15,9 +15,14 @@ import pytest
 
 from loopline.errors import DataError
 from loopline.train.text import (
+    LEXICON_FEATURES,
+    LexiconScores,
     TextClassifierParams,
     build_text_classifier,
+    lowercase_negated,
+    mark_negation,
     normalize_tweet,
+    normalize_tweet_negated,
     train_text_classifier,
 )
 
@@ -66,14 +71,25 @@ def test_learns_sentiment_that_transfers_to_human_rated_tweets(model) -> None:
     assert accuracy >= 0.70
 
 
-def test_pipeline_selects_the_text_column_with_word_and_char_tfidf(model) -> None:
+def test_pipeline_selects_the_text_column_with_word_char_tfidf_and_lexicon(model) -> None:
     from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import LogisticRegression
 
     features, classifier = model.steps[0][1], model.steps[-1][1]
     assert isinstance(features, ColumnTransformer)
-    assert [(n, c) for n, _, c in features.transformers] == [("word", "text"), ("char", "text")]
+    assert [(n, c) for n, _, c in features.transformers] == [
+        ("word", "text"),
+        ("char", "text"),
+        ("lexicon", "text"),
+    ]
     assert features.named_transformers_["char"].analyzer == "char_wb"
+    # Negation scopes are marked for word n-grams only; char n-grams see the plain text.
+    assert features.named_transformers_["word"].preprocessor is normalize_tweet_negated
+    assert features.named_transformers_["char"].preprocessor is normalize_tweet
+    assert isinstance(features.named_transformers_["lexicon"], LexiconScores)
+    names = features.get_feature_names_out()
+    assert [n.removeprefix("lexicon__") for n in names[-3:]] == list(LEXICON_FEATURES)
+    assert any(n.startswith("word__neg_") for n in names)
     assert isinstance(classifier, LogisticRegression)
     assert list(model.classes_) == ["negative", "positive"]
 
@@ -109,7 +125,7 @@ def test_params_reach_the_estimators() -> None:
         word_ngram_range=(1, 1), char_ngram_range=(3, 4), min_df=1, C=0.5, class_weight="balanced"
     )
     pipeline = build_text_classifier(params)
-    word, char = (t for _, t, _ in pipeline.steps[0][1].transformers)
+    word, char, _ = (t for _, t, _ in pipeline.steps[0][1].transformers)
     assert word.ngram_range == (1, 1) and char.ngram_range == (3, 4) and word.min_df == 1
     classifier = pipeline.steps[-1][1]
     assert classifier.C == 0.5 and classifier.class_weight == "balanced"
@@ -151,3 +167,143 @@ def test_sample_weight_of_the_wrong_length_is_rejected() -> None:
     df = pd.DataFrame({"text": ["good", "bad"], "label": ["pos", "neg"]})
     with pytest.raises(DataError, match="sample_weight has 3 entries"):
         train_text_classifier(df, sample_weight=np.ones(3))
+
+
+def test_fitted_model_loads_and_predicts_the_same_in_another_process(model, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    import cloudpickle
+
+    frame = pd.DataFrame({"text": ["not bad at all :)", "I HATE this!!!", "ok", ""]})
+    (tmp_path / "model.pkl").write_bytes(cloudpickle.dumps(model))
+    code = (
+        "import pickle, sys, json, pandas as pd\n"
+        "m = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+        "f = pd.DataFrame({'text': json.loads(sys.argv[2])})\n"
+        "print(json.dumps(m.predict_proba(f).tolist()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "model.pkl"), json.dumps(list(frame["text"]))],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    np.testing.assert_array_equal(np.array(json.loads(done.stdout)), model.predict_proba(frame))
+
+
+@pytest.mark.parametrize(
+    ("text", "marked"),
+    [
+        ("i don't like this movie, but ok", "i don't neg_like neg_this neg_movie, but ok"),
+        ("not good at all!", "not neg_good neg_at neg_all!"),
+        ("no way. great", "no neg_way. great"),
+        ("cant wait 4 it", "cant neg_wait neg_4 neg_it"),
+        ("nothing", "nothing"),
+        ("knot notable", "knot notable"),  # whole words only
+        ("good stuff", "good stuff"),
+    ],
+)
+def test_mark_negation_marks_words_up_to_the_next_punctuation(text: str, marked: str) -> None:
+    assert mark_negation(text) == marked
+
+
+def test_negated_preprocessors_normalize_or_lowercase_first() -> None:
+    assert (
+        normalize_tweet_negated("NOT good @Bob http://x.co")
+        == "not neg_good  @neg_user  neg_httpurl "
+    )
+    assert lowercase_negated("NOT Good") == "not neg_good"
+
+
+@pytest.fixture(scope="module")
+def lexicon() -> LexiconScores:
+    return LexiconScores().fit(["unused"])
+
+
+def test_lexicon_scores_follow_vader(lexicon: LexiconScores) -> None:
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    vader = SentimentIntensityAnalyzer()
+    texts = [
+        "I love this, what a wonderful day!",
+        "This is awful and I hate it",
+        "not bad at all",
+        "I don't like it",
+        "The plot was good, but the characters are uncompelling",
+        "VADER is VERY SMART, handsome, and FUNNY!!!",
+        "it was kinda good",
+        "Make sure you :) or :D today!",
+        "Catch utf-8 emoji such as 💘 and 💋 and 😁",
+        "&lt;3 you",
+        "the book was ok?",
+        "",
+        "   ",
+    ]
+    scores = lexicon.transform(texts)
+    assert scores.shape == (len(texts), 3) and scores.dtype == np.float32
+    as_float64 = LexiconScores(dtype="float64").fit(None).transform(texts)
+    assert as_float64.dtype == np.float64 and np.allclose(as_float64, scores, atol=1e-7)
+    for text, (compound, positive, negative) in zip(texts, scores, strict=True):
+        expected = vader.polarity_scores(text.replace("&lt;", "<"))
+        assert compound == pytest.approx(expected["compound"], abs=5e-4), text
+        assert positive == pytest.approx(expected["pos"], abs=5e-4), text
+        assert negative == pytest.approx(expected["neg"], abs=5e-4), text
+
+
+def test_lexicon_rules_negation_caps_but_and_emphasis(lexicon: LexiconScores) -> None:
+    def compound(text: str) -> float:
+        return lexicon.score(text)[0]
+
+    assert compound("good") > 0 > compound("not good")
+    assert compound("bad") < 0 < compound("not bad")
+    assert compound("no good") < 0  # "no" negates the next sentiment word
+    assert compound("it is GOOD today") > compound("it is good today") > 0
+    assert compound("very good") > compound("good") > compound("kinda good")
+    assert compound("good!!!") > compound("good")
+    assert compound("bad but good") > 0 > compound("good but bad")
+    assert lexicon.score("nothing to see here") == (0.0, 0.0, 0.0)
+
+
+def test_lexicon_scores_are_a_well_behaved_estimator(lexicon: LexiconScores) -> None:
+    import pickle
+
+    from sklearn.base import clone
+
+    column = pd.Series(["so happy :)", "sad"], name="text")
+    assert np.array_equal(lexicon.transform(column), lexicon.transform(column.to_frame()))
+    assert np.array_equal(lexicon.transform(column), lexicon.transform(column.to_numpy()))
+    assert list(lexicon.get_feature_names_out()) == list(LEXICON_FEATURES)
+    copy = clone(lexicon)
+    assert copy.get_params() == lexicon.get_params() and not hasattr(copy, "lexicon_")
+    with pytest.raises(ValueError, match="not fitted"):
+        copy.transform(column)
+    with pytest.raises(ValueError, match="invalid parameter"):
+        copy.set_params(nope=1)
+    with pytest.raises(ValueError, match="one text column"):
+        lexicon.transform(pd.DataFrame({"a": ["x"], "b": ["y"]}))
+    # The lexicon travels with the model; the per-token cache does not.
+    restored = pickle.loads(pickle.dumps(lexicon))
+    assert "_cache" in lexicon.__dict__ and "_cache" not in restored.__dict__
+    assert restored.lexicon_ == lexicon.lexicon_
+    assert np.array_equal(restored.transform(column), lexicon.transform(column))
+
+
+def test_lexicon_cache_is_bounded() -> None:
+    small = LexiconScores(max_cached_tokens=5).fit(None)
+    small.transform([f"word{i} good" for i in range(50)])
+    assert len(small._cache) == 5
+    assert small.score("good") == LexiconScores().fit(None).score("good")
+
+
+def test_negation_and_lexicon_can_be_turned_off() -> None:
+    plain = build_text_classifier(TextClassifierParams(negation=False, lexicon=False))
+    features = plain.steps[0][1]
+    assert [n for n, _, _ in features.transformers] == ["word", "char"]
+    assert features.transformers[0][1].preprocessor is normalize_tweet
+    unnormalized = build_text_classifier(TextClassifierParams(normalize=False))
+    word = unnormalized.steps[0][1].transformers[0][1]
+    assert word.preprocessor is lowercase_negated
+    assert unnormalized.steps[0][1].transformers[1][1].preprocessor is None
+    params = TextClassifierParams(negation=False, lexicon=False).to_dict()
+    assert params["negation"] is False and params["lexicon"] is False

@@ -10,6 +10,11 @@ strings, stacks the results exactly as the ColumnTransformer would, and runs the
 steps. It is used only when a self-check on probe texts gives the same probabilities as the
 DataFrame path; any other model gets :class:`FramePredictor`, one DataFrame per batch.
 
+Besides vectorizers, the ColumnTransformer may hold *dense text scorers*: transformers of one
+text column with a ``score_texts(texts) -> ndarray`` method that ``transform`` also uses
+(:class:`~loopline.train.text.LexiconScores`, the sentiment model's lexicon scores). Both
+lean paths call that method on the batch's strings, so they compute the same numbers.
+
 Rows travel as *columns*: ``columns[i]`` holds the values of input column ``i`` for every
 row of the batch, which is what both paths consume without reshaping.
 
@@ -22,7 +27,7 @@ import logging
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import cycle, islice, repeat
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -54,6 +59,7 @@ PROBE_TEXTS = (
     "",
     "ünïcödé 😀 sooooo good",
     "ok",
+    "not bad at all :) but I don't like it &amp; never will!!",
 )
 
 
@@ -80,8 +86,13 @@ def column_types(loaded: LoadedModel) -> list[tuple[type, ...]]:
 
 
 def probe_columns(loaded: LoadedModel) -> list[list[Any]]:
-    """A few valid values per input column, for warm-up and self-checks."""
-    return [list(_PROBE_VALUES.get(kinds[0], PROBE_TEXTS)) for kinds in column_types(loaded)]
+    """A few valid values per input column (as many as :data:`PROBE_TEXTS` in every column),
+    for warm-up and self-checks."""
+    rows = len(PROBE_TEXTS)
+    return [
+        list(islice(cycle(_PROBE_VALUES.get(kinds[0], PROBE_TEXTS)), rows))
+        for kinds in column_types(loaded)
+    ]
 
 
 class Predictor(Protocol):
@@ -172,7 +183,9 @@ class TextPipelinePredictor:
             # Only a single named column gives the vectorizer a 1-D sequence of strings.
             if not isinstance(column, str) or column not in input_columns:
                 return None
-            if not isinstance(transformer, CountVectorizer | HashingVectorizer):
+            if not isinstance(transformer, CountVectorizer | HashingVectorizer) and not (
+                _is_dense_scorer(transformer)
+            ):
                 return None
             vectorizers.append(
                 _Vectorizer(transformer, input_columns.index(column), weights.get(name))
@@ -207,6 +220,7 @@ class TextPipelinePredictor:
         if self.sparse_output:
             if len(blocks) == 1 and sparse.isspmatrix_csr(blocks[0]):
                 return blocks[0]  # hstack of one CSR matrix would only copy it
+            # As ColumnTransformer: dense blocks (scorers) are stacked as they are.
             return sparse.hstack(blocks).tocsr()
         return np.hstack([b.toarray() if sparse.issparse(b) else b for b in blocks])
 
@@ -229,11 +243,16 @@ class LinearTextPredictor:
 
     def __init__(self, vectorizers: list[_Vectorizer], classifier: Any) -> None:
         self.vectorizers = vectorizers
-        self._blocks = []
+        self._blocks: list[_TfidfBlock | _DenseBlock] = []
         offset = 0
         for vectorizer in vectorizers:
-            self._blocks.append(_TfidfBlock(vectorizer, offset))
-            offset += len(vectorizer.transformer.vocabulary_)
+            block: _TfidfBlock | _DenseBlock
+            if _is_dense_scorer(vectorizer.transformer):
+                block = _DenseBlock(vectorizer, offset)
+            else:
+                block = _TfidfBlock(vectorizer, offset)
+            self._blocks.append(block)
+            offset += block.width
         self._n_features = offset
         self._coef_t = classifier.coef_.T
         self._intercept = classifier.intercept_
@@ -241,7 +260,8 @@ class LinearTextPredictor:
 
     @classmethod
     def from_model(cls, model: Any, input_columns: Sequence[str]) -> LinearTextPredictor | None:
-        """Recognise ``Pipeline[ColumnTransformer(TF-IDF/count vectorizers), LogisticRegression]``.
+        """Recognise ``Pipeline[ColumnTransformer(TF-IDF/count vectorizers, dense text
+        scorers), LogisticRegression]``.
 
         Returns None for any other shape.
         """
@@ -255,6 +275,8 @@ class LinearTextPredictor:
             return None
         for vectorizer in lean.vectorizers:
             transformer = vectorizer.transformer
+            if vectorizer.weight is None and _is_dense_scorer(transformer):
+                continue
             if vectorizer.weight is not None or type(transformer) not in (
                 TfidfVectorizer,
                 CountVectorizer,
@@ -269,8 +291,9 @@ class LinearTextPredictor:
         return cls(lean.vectorizers, lean.final)
 
     def is_quick(self, columns: Columns) -> bool:
-        """Up to :data:`QUICK_TEXT_CHARS` characters of text: ~2 ms on the 2-core machine
-        (~0.25 us per character plus ~0.1 ms per batch, measured with tweets)."""
+        """Up to :data:`QUICK_TEXT_CHARS` characters of text: ~2.5 ms on the 2-core machine
+        for word + char TF-IDF, ~4 ms with the sentiment default's negation marking and
+        lexicon scores (~110 tweets, measured under load)."""
         return sum(len(text) for column in columns for text in column) <= QUICK_TEXT_CHARS
 
     def predict_proba(self, columns: Columns) -> np.ndarray:
@@ -331,6 +354,7 @@ class _TfidfBlock:
         self.offset = offset
         transformer = vectorizer.transformer
         self.vectorizer = transformer
+        self.width = len(transformer.vocabulary_)
         self.tfidf = isinstance(transformer, TfidfVectorizer)
         self.prepare_key: tuple[Any, ...]
         self.prepare: Callable[[str], str]
@@ -394,6 +418,39 @@ class _TfidfBlock:
             norms[norms == 0.0] = 1.0  # rows without features stay as they are
             values = (values / norms[row_of]).astype(vectorizer.dtype, copy=False)
         return keys, values
+
+
+class _DenseBlock:
+    """A dense text scorer's columns of the stacked feature matrix (see the module docstring).
+
+    Its ``score_texts`` gives the same array (same values and dtype) ``transform`` gives the
+    ColumnTransformer, whose sparse stacking keeps the non-zero entries row by row; this
+    returns those entries as keys and values, like :meth:`_TfidfBlock.entries`.
+    """
+
+    def __init__(self, vectorizer: _Vectorizer, offset: int) -> None:
+        self.column = vectorizer.column
+        self.offset = offset
+        self.scorer = vectorizer.transformer
+        self.width = len(self.scorer.get_feature_names_out())
+        self.prepare_key: tuple[Any, ...] = (self.column, "as is")
+        self.prepare: Callable[[str], str] = str
+
+    def entries(self, texts: list[str], n_features: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted ``row * n_features + column`` keys of the non-zero scores, and the scores."""
+        dense = np.asarray(self.scorer.score_texts(texts))
+        if dense.shape != (len(texts), self.width):
+            raise ValueError(f"scorer gave shape {dense.shape} for {len(texts)} texts")
+        rows, columns = np.nonzero(dense)  # row-major: already in key order
+        keys = rows.astype(np.int64) * n_features + (columns + self.offset)
+        return keys, dense[rows, columns]
+
+
+def _is_dense_scorer(transformer: Any) -> bool:
+    """A fitted transformer of one text column whose ``transform`` is ``score_texts``."""
+    return callable(getattr(transformer, "score_texts", None)) and callable(
+        getattr(transformer, "get_feature_names_out", None)
+    )
 
 
 def _identity(setting: Any) -> Any:
