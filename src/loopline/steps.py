@@ -11,8 +11,10 @@ production feedback, the current champion) declare it themselves.
 
 from __future__ import annotations
 
+from loopline.data.pii_steps import read_pii_table
 from loopline.data.steps import read_images, read_table, read_text, split
 from loopline.evaluate.steps import evaluate
+from loopline.features.steps import compute_features
 from loopline.label.steps import audit, human_labels, label
 from loopline.monitor.steps import profile
 from loopline.registry.steps import gate, register
@@ -21,6 +23,7 @@ from loopline.train.steps import train
 
 __all__ = [
     "audit",
+    "compute_features",
     "evaluate",
     "gate",
     "human_labels",
@@ -28,6 +31,7 @@ __all__ = [
     "production_labels",
     "profile",
     "read_images",
+    "read_pii_table",
     "read_table",
     "read_text",
     "register",

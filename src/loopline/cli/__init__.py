@@ -17,8 +17,10 @@ from rich.table import Table
 
 from loopline.cli.label import label_app
 from loopline.cli.monitor import monitor_app
+from loopline.cli.pii import pii_app
 from loopline.cli.predict import predict_command
 from loopline.cli.serve import serve_command
+from loopline.cli.stream import stream_app
 from loopline.cli.support import (
     JsonOpt,
     LooplineGroup,
@@ -53,6 +55,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 app.add_typer(label_app, name="label")
 app.add_typer(monitor_app, name="monitor")
+app.add_typer(pii_app, name="pii")
+app.add_typer(stream_app, name="stream")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # errors stay one line

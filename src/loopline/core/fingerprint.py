@@ -61,7 +61,16 @@ __all__ = [
 ]
 
 #: Distributions in every code fingerprint: Loopline's own steps compute with them.
-ALWAYS_DISTRIBUTIONS: tuple[str, ...] = ("numpy", "pandas", "scikit-learn", "scipy", "pyarrow")
+# Loopline's own steps compute with these (DuckDB: the offline features), so any step's
+# output may depend on their versions.
+ALWAYS_DISTRIBUTIONS: tuple[str, ...] = (
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "scipy",
+    "pyarrow",
+    "duckdb",
+)
 
 #: A constant whose repr is longer than this enters a fingerprint as a hash of the repr.
 MAX_CONSTANT_REPR = 10_000
