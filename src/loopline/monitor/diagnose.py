@@ -46,6 +46,7 @@ from loopline.monitor.logdata import (
     load_monitor_data,
 )
 from loopline.monitor.performance import (
+    CARD_COLUMNS,
     LABEL,
     PREDICTION,
     TS,
@@ -54,10 +55,14 @@ from loopline.monitor.performance import (
     PerformanceReport,
     Window,
     WindowSpec,
+    check_metric,
     detect_concept_drift,
+    get_live_metric,
     iter_windows,
     label_relation_changes,
+    metric_weight,
     parse_window,
+    sample_name,
     served,
     windowed_performance,
 )
@@ -161,6 +166,16 @@ class DiagnoseThresholds(BaseModel):
         le=1,
         description="Concept drift: a feature-to-label relation moved when the label "
         "distribution given the feature changed by this mean total-variation distance (0-1).",
+    )
+    rare_relation_change: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Concept drift, for a binary label with a rare positive class (under 10 "
+        "% of the labels, as fraud): the feature-to-label relation moved when the positives' "
+        "spread over the feature's bins, base rate factored out, moved by this total-variation "
+        "distance (0-1) and the change is significant (a permutation test with days as "
+        "blocks, Benjamini-Hochberg q <= 0.05 over the features).",
     )
     slice_drop: float = Field(
         default=0.1,
@@ -302,6 +317,7 @@ def diagnose(
     version: str | None = None,
     metric: str = "accuracy",
     thresholds: DiagnoseThresholds | None = None,
+    card_column: str | None = None,
 ) -> Diagnosis:
     """Explain a performance change of ``model_name`` from its log, feedback and profile.
 
@@ -310,9 +326,12 @@ def diagnose(
         since, until: the period (dates, UTC times, or a look-back such as ``"14d"``).
         version: the version whose reference profile to use (default: the newest served).
         metric: the performance metric to follow (``accuracy``, ``macro_f1``, ``precision``,
-            ``recall``).
+            ``recall``, or a score-based one: ``average_precision``, ``roc_auc``,
+            ``cp_at_100``; see :func:`loopline.monitor.performance.get_live_metric`).
         thresholds: the thresholds of the checks; default: ``monitoring.diagnose`` of the
             project settings (see :func:`diagnose_thresholds`), else the defaults.
+        card_column: the logged card id for card precision@k (default: the first logged
+            of :data:`~loopline.monitor.performance.CARD_COLUMNS`).
 
     Raises:
         ConfigError: invalid ``monitoring.diagnose`` settings.
@@ -321,8 +340,9 @@ def diagnose(
     spec = parse_window(window)
     if thresholds is None:
         thresholds = diagnose_thresholds(settings)
+    check_metric(metric)
     data = load_monitor_data(model_name, settings, since=since, until=until, version=version)
-    return diagnose_data(data, spec, metric=metric, thresholds=thresholds)
+    return diagnose_data(data, spec, metric=metric, thresholds=thresholds, card_column=card_column)
 
 
 def diagnose_data(
@@ -332,6 +352,7 @@ def diagnose_data(
     metric: str = "accuracy",
     thresholds: DiagnoseThresholds | None = None,
     windows: Sequence[WindowDrift] | None = None,
+    card_column: str | None = None,
 ) -> Diagnosis:
     """:func:`diagnose` on already loaded data (tests, notebooks and the report use this).
 
@@ -359,7 +380,8 @@ def diagnose_data(
         windows = drift_over_windows(profile, frame, spec)
     # The stray feedback and the gaps are instrumentation findings below: the performance
     # report's notes about them would only repeat those.
-    perf = windowed_performance(frame, spec)
+    check_metric(metric)
+    perf = windowed_performance(frame, spec, metrics=[metric], card_column=card_column)
     findings += instrumentation_findings(
         frame, profile, windows, spec, data.unmatched_feedback, thresholds=limits
     )
@@ -441,6 +463,19 @@ def _schema_findings(
         if name in known:
             continue
         first = next((w.key for w in parts if w.frame[column].notna().any()), None)
+        if name in CARD_COLUMNS:  # logged for card precision@k, not as a model input
+            findings.append(
+                _broken(
+                    f"card id {name!r} in the log",
+                    f"{name!r} is logged since {first} beside the model's inputs; card "
+                    "precision@k ranks cards by it",
+                    severity="info",
+                    column=name,
+                    since=first,
+                    impact="an id column, not a model input: it is neither compared nor judged",
+                )
+            )
+            continue
         findings.append(
             _broken(
                 f"new input {name!r} in the log",
@@ -754,7 +789,9 @@ def concept_drift_findings(
             )
         ]
     recent = _recent_mask(labeled, signal, perf)
-    relation = _relation_evidence(labeled, profile, ~recent, recent, limits.relation_change)
+    relation = _relation_evidence(
+        labeled, profile, ~recent, recent, limits, positive_label=perf.positive_label
+    )
     slices = slice_changes(labeled, profile, ~recent, recent, thresholds=limits)
     evidence = [*signal.evidence, *(r["text"] for r in relation[:5])]
     evidence += [s["text"] for s in slices[:5]]
@@ -786,21 +823,51 @@ def _relation_evidence(
     profile: Profile,
     baseline: pd.Series,
     recent: pd.Series,
-    min_change: float,
+    limits: DiagnoseThresholds,
+    *,
+    positive_label: str | None = None,
 ) -> list[dict[str, Any]]:
     features = [INPUT_PREFIX + name for name in profile.features]
-    changes = label_relation_changes(labeled, features, baseline, recent)
+    changes = label_relation_changes(
+        labeled, features, baseline, recent, positive_label=positive_label
+    )
     out = []
     for item in changes:
-        if item["change"] < min_change:
-            continue
         name = item["feature"].removeprefix(INPUT_PREFIX)
+        if item.get("measure") == "positive_spread":
+            q = item.get("q_value")
+            if item["change"] < limits.rare_relation_change or q is None or q > _RELATION_Q:
+                continue
+            out.append({**item, "feature": name, "text": _rare_relation_text(name, item)})
+            continue
+        if item["change"] < limits.relation_change:
+            continue
         text = (
             f"the label given {name!r} changed: mean total-variation distance "
             f"{item['change']:.2f} between the periods"
         )
         out.append({**item, "feature": name, "text": text})
     return out
+
+
+# A rare class's relation change counts only when significant at this Benjamini-Hochberg
+# q-value (over the features compared; p-values of a permutation test with days as blocks).
+_RELATION_Q = 0.05
+
+
+def _rare_relation_text(name: str, item: dict[str, Any]) -> str:
+    def rates(key: str) -> str:
+        return "/".join(f"{100 * b[key]:.2f}" for b in item["bins"])
+
+    before, after = item["positives"]
+    return (
+        f"the label given {name!r} changed: {item['change']:.0%} of the "
+        f"{item['positive_label']!r} labels fall in other bins of {name!r} than the baseline's "
+        f"per-bin rates predict (base rate factored out; q={item['q_value']:.1g}, "
+        f"{before} and {after} positives); rate per bin "
+        f"{', '.join(b['bin'] for b in item['bins'])}: {rates('rate_before')}% -> "
+        f"{rates('rate_after')}%"
+    )
 
 
 def _recent_mask(
@@ -892,9 +959,10 @@ def version_findings(
     if new_value is None or old_value is None or min(n_new, n_old) < limits.min_labels:
         return []
     noise = 2 * math.sqrt(max(old_value * (1 - old_value), 1e-4) * (1 / n_new + 1 / n_old))
+    unit = sample_name(metric) if get_live_metric(metric) is not None else "labels"
     text = (
-        f"{metric} {new_value:.3f} on {n_new} labels for v{newest} against {old_value:.3f} on "
-        f"{n_old} labels for v{previous}, {basis}"
+        f"{metric} {new_value:.3f} on {n_new} {unit} for v{newest} against {old_value:.3f} on "
+        f"{n_old} {unit} for v{previous}, {basis}"
     )
     if old_value - new_value <= max(limits.version_drop, noise):
         return [
@@ -925,16 +993,18 @@ def _labelled_starts(perf: PerformanceReport, version: str) -> set[str]:
 def _pooled(
     perf: PerformanceReport, version: str, metric: str, starts: set[str] | None
 ) -> tuple[float | None, int]:
-    """The metric over the chosen windows of a version, weighted by their label counts."""
+    """The metric over the chosen windows of a version, weighted by their label counts
+    (by their own sample for a score-based metric: labelled positives for average
+    precision)."""
     rows = [
         w
         for w in perf.series(version)
         if w.metric(metric) is not None and (starts is None or w.start.isoformat() in starts)
     ]
-    n = sum(w.n_labeled for w in rows)
+    n = sum(metric_weight(w, metric) for w in rows)
     if not n:
         return None, 0
-    return sum((w.metric(metric) or 0.0) * w.n_labeled for w in rows) / n, n
+    return sum((w.metric(metric) or 0.0) * metric_weight(w, metric) for w in rows) / n, n
 
 
 # --- conclusion ---------------------------------------------------------------------------

@@ -6,10 +6,15 @@ demographic-parity difference (largest gap in selection rate) and the equalized-
 difference (largest gap in TPR or FPR). In production the selection rate uses every
 logged prediction, while TPR/FPR and equalized odds use only the predictions whose
 label has arrived.
+
+A numeric column can be grouped into bands (``bands=[20, 50, 100, 220]`` gives
+``< 20``, ``[20, 50)``, ..., ``>= 220``): a transaction's amount band is the group column
+the fraud system has (the Fraud Detection Handbook's data has no demographic column).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +36,7 @@ __all__ = [
     "MISSING_GROUP",
     "FairnessReport",
     "GroupMetrics",
+    "band_labels",
     "fairness_metrics",
     "fairness_of_frame",
     "fairness_over_time",
@@ -247,6 +253,41 @@ def resolve_group_column(frame: pd.DataFrame, column: str) -> str:
     )
 
 
+def band_labels(values: pd.Series | np.ndarray, edges: Sequence[float]) -> np.ndarray:
+    """Numbers as the band they fall in: edges ``[20, 50]`` give ``< 20``, ``[20, 50)`` and
+    ``>= 50``; a missing value stays missing (its own group, :data:`MISSING_GROUP`).
+
+    Raises:
+        LooplineError: no edges, edges not increasing, or values that are not numbers.
+    """
+    cuts = [float(e) for e in edges]
+    if not cuts or any(b <= a for a, b in itertools.pairwise(cuts)):
+        raise LooplineError(
+            f"band edges must be increasing numbers, found {list(edges)!r}",
+            hint="e.g. --bands 20,50,100,220 for amount bands",
+        )
+    raw = pd.Series(np.asarray(values, dtype=object))
+    numbers = pd.to_numeric(raw, errors="coerce")
+    if (numbers.isna() & raw.notna()).any():
+        bad = raw[numbers.isna() & raw.notna()].iloc[0]
+        raise LooplineError(
+            f"bands need a numeric column; found the value {bad!r}",
+            hint="leave out --bands to group by the column's values",
+        )
+    names = [f"< {_edge(cuts[0])}"]
+    names += [f"[{_edge(a)}, {_edge(b)})" for a, b in itertools.pairwise(cuts)]
+    names.append(f">= {_edge(cuts[-1])}")
+    x = numbers.to_numpy(dtype=float, na_value=np.nan)
+    index = np.searchsorted(np.asarray(cuts), x, side="right")
+    out = np.asarray(names, dtype=object)[np.minimum(index, len(names) - 1)]
+    out[numbers.isna().to_numpy()] = None
+    return out
+
+
+def _edge(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def fairness_of_frame(
     frame: pd.DataFrame,
     group_column: str,
@@ -254,11 +295,13 @@ def fairness_of_frame(
     positive_label: Any = None,
     prediction_column: str = PREDICTION,
     label_column: str = LABEL,
+    bands: Sequence[float] | None = None,
 ) -> FairnessReport:
     """Fairness of a frame of predictions, e.g. evaluation data or a slice of the log.
 
     ``label_column`` may be absent or partly missing (labels not arrived yet). The
-    positive class is guessed for two classes when not given.
+    positive class is guessed for two classes when not given. ``bands``: group a numeric
+    column by these band edges (see :func:`band_labels`) instead of by its values.
 
     Raises:
         LooplineError: the group or prediction column is missing, or no positive class can
@@ -269,12 +312,14 @@ def fairness_of_frame(
         raise DataError(f"no {prediction_column!r} column to measure fairness on")
     truth = frame[label_column] if label_column in frame.columns else None
     positive = positive_label if positive_label is not None else _guess_positive(frame, truth)
+    groups = frame[column].to_numpy() if bands is None else band_labels(frame[column], bands)
+    name = column.removeprefix("input.")
     return fairness_metrics(
         frame[prediction_column].to_numpy(),
-        frame[column].to_numpy(),
+        groups,
         y_true=None if truth is None else truth.to_numpy(),
         positive_label=positive,
-        group_column=column.removeprefix("input."),
+        group_column=name if bands is None else f"{name} band",
     )
 
 
@@ -298,11 +343,12 @@ def fairness_over_time(
     window: str | int | WindowSpec = "1D",
     *,
     positive_label: Any = None,
+    bands: Sequence[float] | None = None,
 ) -> list[FairnessReport]:
     """:func:`fairness_of_frame` for each window of a prediction log (empty windows skipped).
 
     The positive class is chosen once for the whole log so every window reports the same
-    thing.
+    thing; ``bands`` as in :func:`fairness_of_frame`.
     """
     spec = parse_window(window)
     column = resolve_group_column(frame, group_column)
@@ -312,7 +358,7 @@ def fairness_over_time(
     for win in iter_windows(frame, spec):
         if win.frame.empty:
             continue
-        report = fairness_of_frame(win.frame, column, positive_label=positive)
+        report = fairness_of_frame(win.frame, column, positive_label=positive, bands=bands)
         report.start, report.end = win.start, win.end
         reports.append(report)
     return reports

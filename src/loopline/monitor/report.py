@@ -43,8 +43,10 @@ from loopline.monitor.logdata import (
     without_labels,
 )
 from loopline.monitor.performance import (
+    BUILTIN_METRICS,
     TS,
     WindowSpec,
+    check_metric,
     parse_window,
     served,
     windowed_performance,
@@ -137,6 +139,9 @@ def build_report(
     until: str | datetime | None = None,
     version: str | None = None,
     positive_label: str | None = None,
+    metrics: Sequence[str] | None = None,
+    card_column: str | None = None,
+    bands: Sequence[float] | None = None,
 ) -> MonitorReport:
     """Build the monitoring report of ``model_name`` from its log, feedback and profile.
 
@@ -147,6 +152,12 @@ def build_report(
         version: the model version whose reference profile to compare with (default: the
             one that served the most recent prediction).
         positive_label: the positive class for precision/recall and fairness.
+        metrics: the performance metrics to show (e.g. ``average_precision``, ``roc_auc``,
+            ``cp_at_100``); the diagnosis follows the first. Default: accuracy, macro-F1,
+            precision, recall and every score-based metric the log supports.
+        card_column: the logged card id for card precision@k (default: the first logged of
+            ``card``, ``card_id``, ``CARD_ID``, ``CUSTOMER_ID``, ``customer_id``).
+        bands: group a numeric ``group_column`` into bands with these edges (fairness).
 
     The explanation is :func:`~loopline.monitor.diagnose.diagnose`'s, with the thresholds of
     ``monitoring.diagnose`` in ``loopline.yaml``.
@@ -175,6 +186,9 @@ def build_report(
         positive_label=positive_label,
         alerts=alerts,
         thresholds=thresholds,
+        metrics=metrics,
+        card_column=card_column,
+        bands=bands,
     )
 
 
@@ -186,11 +200,16 @@ def build_report_from_data(
     positive_label: str | None = None,
     alerts: list[dict[str, Any]] | None = None,
     thresholds: DiagnoseThresholds | None = None,
+    metrics: Sequence[str] | None = None,
+    card_column: str | None = None,
+    bands: Sequence[float] | None = None,
 ) -> MonitorReport:
     """:func:`build_report` on data already loaded (tests and notebooks use this)."""
     from loopline.monitor.drift import SCORE_MEANING, drift_report
 
     spec = parse_window(window)
+    for name in metrics or []:
+        check_metric(name)
     frame = data.frame
     messages: list[str] = []
     profile, reference_note = data.profile, data.reference_note
@@ -198,17 +217,30 @@ def build_report_from_data(
         profile, reference_note = fallback_profile(frame, spec)
         messages.append(fallback_note(reference_note))
     windows = drift_over_windows(profile, frame, spec)
-    diagnosis = diagnose_data(data, spec, thresholds=thresholds, windows=windows)
+    diagnosis = diagnose_data(
+        data,
+        spec,
+        metric=metrics[0] if metrics else "accuracy",
+        thresholds=thresholds,
+        windows=windows,
+        card_column=card_column,
+    )
     messages = list(dict.fromkeys([*messages, *diagnosis.notes]))
     current = served(frame)
     overall = drift_report(without_labels(profile), window_inputs(current, profile))
     performance = windowed_performance(
-        frame, spec, positive_label=positive_label, unmatched_feedback=data.unmatched_feedback
+        frame,
+        spec,
+        positive_label=positive_label,
+        unmatched_feedback=data.unmatched_feedback,
+        metrics=metrics,
+        card_column=card_column,
     )
+    shown = list(metrics) if metrics else [*BUILTIN_METRICS, *performance.metrics]
     fairness = None
     if group_column:
         fairness = _fairness_section(
-            current, group_column, spec, positive_label or performance.positive_label
+            current, group_column, spec, positive_label or performance.positive_label, bands
         )
     ts = pd.to_datetime(frame[TS], utc=True)
     return MonitorReport(
@@ -229,7 +261,7 @@ def build_report_from_data(
         drift=overall.to_dict(),
         drift_over_time=[w.to_dict() for w in windows],
         distributions=feature_distributions(profile, current),
-        performance=performance.to_dict(),
+        performance={**performance.to_dict(), "shown": shown, "chosen": bool(metrics)},
         concept_drift=diagnosis.concept,
         fairness=fairness,
         alerts=alerts or [],
@@ -240,12 +272,18 @@ def build_report_from_data(
 
 
 def _fairness_section(
-    frame: pd.DataFrame, group_column: str, spec: WindowSpec, positive: str | None
+    frame: pd.DataFrame,
+    group_column: str,
+    spec: WindowSpec,
+    positive: str | None,
+    bands: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     from loopline.monitor.fairness import fairness_of_frame, fairness_over_time
 
-    overall = fairness_of_frame(frame, group_column, positive_label=positive)
-    over_time = fairness_over_time(frame, group_column, spec, positive_label=overall.positive_label)
+    overall = fairness_of_frame(frame, group_column, positive_label=positive, bands=bands)
+    over_time = fairness_over_time(
+        frame, group_column, spec, positive_label=overall.positive_label, bands=bands
+    )
     return {
         "group_column": overall.group_column,
         "overall": overall.to_dict(),
@@ -381,7 +419,6 @@ def print_summary(report: MonitorReport, console: Console | None = None) -> None
     (in ``loopline monitor diagnose``'s words), fairness and alerts."""
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
     console = console or Console()
     perf = report.performance
@@ -394,22 +431,7 @@ def print_summary(report: MonitorReport, console: Console | None = None) -> None
         f"{escape(str(report.reference['source']))}"
     )
     console.print(_drift_table(report))
-    table = Table(title=f"Performance per {report.window['window']} window")
-    for name in ("window start", "n", "labelled", "accuracy", "macro-F1", "precision", "recall"):
-        table.add_column(name, justify="left" if name == "window start" else "right")
-    windows = [w for w in perf["windows"] if w["model_version"] is None]
-    starts = short_labels([w["start"] for w in windows], with_date=True)
-    for label, w in zip(starts, windows, strict=True):
-        table.add_row(
-            label,
-            str(w["n_predictions"]),
-            str(w["n_labeled"]),
-            _fmt(w["accuracy"]),
-            _fmt(w["macro_f1"]),
-            _fmt(w["precision"]),
-            _fmt(w["recall"]),
-        )
-    console.print(table)
+    console.print(_performance_table(report))
     diagnosis = report.diagnosis
     if diagnosis:
         action = str(diagnosis["recommendation"]).replace("_", " ").upper()
@@ -430,6 +452,52 @@ def print_summary(report: MonitorReport, console: Console | None = None) -> None
         console.print(f"{len(report.alerts)} alert(s), newest: {report.alerts[0]['rule']}")
     for message in report.messages:
         console.print(f"[yellow]note:[/] {escape(message)}")
+
+
+_METRIC_TITLES = {"macro_f1": "macro-F1", "average_precision": "AP", "roc_auc": "ROC AUC"}
+
+
+def _metric_title(name: str) -> str:
+    if name.startswith("cp_at_"):
+        return f"CP@{name.removeprefix('cp_at_')}"
+    return _METRIC_TITLES.get(name, name)
+
+
+def _performance_table(report: MonitorReport) -> Any:
+    """Per window (all versions together): predictions, labelled ones and their share
+    (the delayed labels so far), labelled positives, and the metrics shown; one row per
+    version too when several served."""
+    from rich.table import Table
+
+    perf = report.performance
+    shown = perf.get("shown") or list(BUILTIN_METRICS)
+    several = len(report.versions) > 1
+    table = Table(title=f"Performance per {report.window['window']} window")
+    columns = ["window start", *(["version"] if several else []), "n", "labelled", "coverage"]
+    columns += ["positives", *(_metric_title(m) for m in shown)]
+    for name in columns:
+        table.add_column(name, justify="left" if name in ("window start", "version") else "right")
+    rows = [w for w in perf["windows"] if w["model_version"] is None or several]
+    starts = dict(
+        zip(
+            [w["start"] for w in rows],
+            short_labels([w["start"] for w in rows], with_date=True),
+            strict=False,
+        )
+    )
+    for w in rows:
+        if several and w["model_version"] is None and not w["n_predictions"]:
+            continue
+        table.add_row(
+            starts[w["start"]],
+            *([w["model_version"] or "all"] if several else []),
+            f"{w['n_predictions']:,}",
+            f"{w['n_labeled']:,}",
+            _pct(w["label_coverage"]),
+            f"{w['n_label_positive']:,}",
+            *(_fmt(w.get(m)) for m in shown),
+        )
+    return table
 
 
 def _drift_table(report: MonitorReport) -> Any:
@@ -720,15 +788,17 @@ def _performance_section(data: dict[str, Any]) -> str:
     perf = data["performance"]
     windows = [w for w in perf["windows"] if w["model_version"] is None]
     labels = short_labels([w["start"] for w in windows])
-    series = {
-        "accuracy": [w["accuracy"] for w in windows],
-        "macro-F1": [w["macro_f1"] for w in windows],
-    }
+    shown = perf.get("shown") or ["accuracy", "macro_f1"]
+    if not perf.get("chosen"):  # the default chart: accuracy, macro-F1 and the score metrics
+        shown = [m for m in shown if m not in ("precision", "recall")]
+    series = {_metric_title(m): [w.get(m) for w in windows] for m in shown}
     for version in data["versions"] if len(data["versions"]) > 1 else []:
         by_start = {
-            w["start"]: w["accuracy"] for w in perf["windows"] if w["model_version"] == version
+            w["start"]: w.get(shown[0]) for w in perf["windows"] if w["model_version"] == version
         }
-        series[f"accuracy v{version}"] = [by_start.get(w["start"]) for w in windows]
+        series[f"{_metric_title(shown[0])} v{version}"] = [
+            by_start.get(w["start"]) for w in windows
+        ]
     baseline = data["concept_drift"].get("baseline")
     metrics = svg_line_chart(labels, series, y_max=1.0, reference=baseline)
     coverage = svg_bar_chart(

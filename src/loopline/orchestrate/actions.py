@@ -121,6 +121,11 @@ def check_auto_rollback(
     """Roll back when the champion's live metric trails the previous champion's by more
     than ``rule.margin`` (each measured on at least ``min_labels`` labelled predictions).
 
+    Each version is measured on the traffic it served: its latest ``10 * min_labels``
+    labelled predictions. Any performance metric works, e.g. ``average_precision`` for a
+    fraud model whose labels (reviews, chargebacks) arrive weeks later; a metric that is
+    undefined on a version's traffic (no positive label yet) decides nothing.
+
     Returns what was done, or ``None`` when nothing needed doing (or data is too thin).
     """
     from loopline.registry.project import open_registry
@@ -130,18 +135,25 @@ def check_auto_rollback(
     if champion is None or previous is None or champion == previous:
         return None
     window = str(rule.min_labels * 10)
-    now = live_metric(
-        settings, store, rule.model, rule.metric, window, version=champion, min_rows=rule.min_labels
-    )
-    before = live_metric(
-        settings, store, rule.model, rule.metric, window, version=previous, min_rows=rule.min_labels
+    now, before = (
+        live_metric(
+            settings,
+            store,
+            rule.model,
+            rule.metric,
+            window,
+            version=version,
+            min_rows=rule.min_labels,
+            card_column=rule.card,
+        )
+        for version in (champion, previous)
     )
     if now is None or before is None or now[0] >= before[0] - rule.margin:
         return None
     reason = (
         f"automatic rollback: live {rule.metric} of v{champion} is {now[0]:.3f}, below "
         f"v{previous}'s {before[0]:.3f} by more than {rule.margin:g} "
-        f"({len(now[1])} and {len(before[1])} labelled predictions)"
+        f"(v{champion}: {_sample_text(now[1])}; v{previous}: {_sample_text(before[1])})"
     )
     info = open_registry(settings, store).rollback(rule.model, reason=reason, actor=ACTOR)
     store.record_alert(
@@ -151,11 +163,37 @@ def check_auto_rollback(
         metric=rule.metric,
         value=now[0],
         threshold=before[0] - rule.margin,
-        window_start=None,
-        window_end=None,
+        window_start=_ts(now[1]["ts"].min()),
+        window_end=_ts(now[1]["ts"].max()),
         action="rollback",
         status="done",
-        details={"message": reason, "champion": info.version},
+        details={"message": reason, "champion": info.version, "previous_value": before[0]},
     )
     log.warning(reason)
-    return {"rolled_back_from": champion, "champion": info.version, "reason": reason}
+    return {
+        "rolled_back_from": champion,
+        "champion": info.version,
+        "reason": reason,
+        "metric": rule.metric,
+        "value": now[0],
+        "previous_value": before[0],
+    }
+
+
+def _sample_text(frame: Any) -> str:
+    """``"2000 labelled predictions"``, with the positives when the label is binary
+    (``", 49 of them '1'"``)."""
+    from loopline.monitor.performance import pick_positive_label
+
+    labels = frame["label_true"].dropna().astype(str)
+    text = f"{len(labels)} labelled predictions"
+    positive = pick_positive_label(
+        [*labels.unique(), *frame["prediction"].dropna().astype(str).unique()]
+    )
+    if positive is not None:
+        text += f", {int((labels == positive).sum())} of them {positive!r}"
+    return text
+
+
+def _ts(value: Any) -> Any:
+    return None if value is None or value != value else value.to_pydatetime()

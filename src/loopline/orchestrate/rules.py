@@ -14,6 +14,19 @@ of served predictions, e.g. "accuracy < 0.8 over the last 500 labelled predictio
            window: "1h", actions: [log, retrain]}
       auto_rollback:
         - {model: sentiment, metric: accuracy, margin: 0.05, min_labels: 100}
+
+A rule's ``metric`` is a performance metric of the delayed labels (``accuracy``,
+``macro_f1``, ``precision``, ``recall``, or a score-based one: ``average_precision``,
+``roc_auc``, ``cp_at_<k>`` card precision@k, or one registered with
+:func:`loopline.monitor.performance.register_live_metric`), ``label_coverage``, or a drift
+measure (``drift_share``, ``prediction_drift``). A fraud model is followed by average
+precision, which does not care how rare fraud is::
+
+      rules:
+        - {name: ap-drop, model: fraud-heavy, metric: average_precision, op: "<",
+           threshold: 0.5, window: "20000", min_rows: 5000, actions: [log, retrain]}
+      auto_rollback:
+        - {model: fraud-heavy, metric: average_precision, margin: 0.1, min_labels: 2000}
 """
 
 from __future__ import annotations
@@ -22,7 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from loopline.errors import ConfigError, LooplineError
 
@@ -32,9 +45,26 @@ if TYPE_CHECKING:
     from loopline.config import Settings
     from loopline.core.metadata import MetadataStore
 
-Metric = Literal["accuracy", "macro_f1", "drift_share", "prediction_drift", "label_coverage"]
 Action = Literal["log", "webhook", "retrain", "rollback"]
-PERFORMANCE_METRICS = ("accuracy", "macro_f1")
+#: Metrics of the delayed labels that rules can follow besides the score-based ones.
+PERFORMANCE_METRICS = ("accuracy", "macro_f1", "precision", "recall")
+OTHER_METRICS = ("drift_share", "prediction_drift", "label_coverage")
+
+
+def is_performance_metric(name: str) -> bool:
+    """Whether ``name`` is measured on labelled predictions (built-in or score-based)."""
+    from loopline.monitor.performance import get_live_metric
+
+    return name in PERFORMANCE_METRICS or get_live_metric(name) is not None
+
+
+def _performance_metric(name: str) -> str:
+    from loopline.monitor.performance import performance_metric_names
+
+    if not is_performance_metric(name):
+        known = ", ".join(performance_metric_names())
+        raise ValueError(f"unknown performance metric {name!r}: use one of {known} (or cp_at_K)")
+    return name
 
 
 class Rule(BaseModel):
@@ -44,13 +74,24 @@ class Rule(BaseModel):
 
     name: str
     model: str
-    metric: Metric
+    metric: str
     op: Literal["<", ">"] = "<"
     threshold: float
     window: str = Field(default="500", description="rows ('500') or a duration ('1h')")
     min_rows: int = Field(default=50, ge=1)
     actions: list[Action] = Field(default_factory=lambda: list[Action](["log"]))
     cooldown_s: float = Field(default=0.0, ge=0)
+    card: str | None = Field(default=None, description="logged card id for cp_at_<k>")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if value in OTHER_METRICS:
+            return value
+        try:
+            return _performance_metric(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc}, {', '.join(OTHER_METRICS)}") from None
 
 
 class AutoRollback(BaseModel):
@@ -59,9 +100,15 @@ class AutoRollback(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str
-    metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    metric: str = "accuracy"
     margin: float = Field(default=0.05, ge=0)
     min_labels: int = Field(default=100, ge=1)
+    card: str | None = Field(default=None, description="logged card id for cp_at_<k>")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        return _performance_metric(value)
 
 
 class Retrain(BaseModel):
@@ -133,11 +180,14 @@ def live_metric(
     *,
     version: str | None = None,
     min_rows: int = 1,
+    card_column: str | None = None,
 ) -> tuple[float, pd.DataFrame] | None:
     """A metric over the latest ``window`` of served predictions (and their feedback).
 
-    ``version`` restricts to predictions that version made. Returns ``None`` when there is
-    not enough data (fewer than ``min_rows`` rows, or labelled rows for performance).
+    ``version`` restricts to predictions that version made. For a performance metric the
+    window counts labelled predictions only. Returns ``None`` when there is not enough
+    data (fewer than ``min_rows`` rows, or labelled rows for performance), or when the
+    metric is undefined there (average precision without a positive label, say).
     """
     from loopline.monitor.performance import served
     from loopline.monitor.report import load_monitor_data
@@ -149,11 +199,17 @@ def live_metric(
     frame = served(data.frame)
     if version is not None:
         frame = frame[frame["model_version"].astype(str) == str(version)]
-    recent = _latest(frame, window, labelled=metric in PERFORMANCE_METRICS)
+    performance = is_performance_metric(metric)
+    recent = _latest(frame, window, labelled=performance)
     if len(recent) < min_rows:
         return None
-    if metric in PERFORMANCE_METRICS:
+    if metric in ("accuracy", "macro_f1"):
         return _performance(recent, metric), recent
+    if performance:
+        from loopline.monitor.performance import metric_of_frame
+
+        value, _sample = metric_of_frame(recent, metric, card_column=card_column)
+        return None if value is None else (value, recent)
     if metric == "label_coverage":
         return float(recent["label_true"].notna().mean()), recent
     if data.profile is None:
@@ -208,7 +264,13 @@ def evaluate_rules(
         if rule.cooldown_s and _fired_within(store, rule, now):
             continue
         measured = live_metric(
-            settings, store, rule.model, rule.metric, rule.window, min_rows=rule.min_rows
+            settings,
+            store,
+            rule.model,
+            rule.metric,
+            rule.window,
+            min_rows=rule.min_rows,
+            card_column=rule.card,
         )
         if measured is None:
             continue
