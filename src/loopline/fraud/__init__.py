@@ -1,0 +1,1 @@
+"""The fraud reference system's own logic."""
