@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     monitoring: dict[str, Any] = Field(default_factory=dict)
     pii: dict[str, Any] = Field(default_factory=dict)  # validated by loopline.data.pii
+    fraud: dict[str, Any] = Field(default_factory=dict)  # validated by loopline.stream.policy
 
     @classmethod
     def settings_customise_sources(

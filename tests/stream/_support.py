@@ -123,3 +123,52 @@ class RedisFeatures:
         state = self.redis.hgetall(key)
         n = float(state[b"n"])
         return {FEATURES[0]: n, FEATURES[1]: float(state[b"total"]) / n}
+
+
+class MemorySource:
+    """A source without a broker for tests that drive ``Consumer.process`` directly: it
+    records what was acknowledged and dead-lettered."""
+
+    name = "memory"
+    exhausted = False
+
+    def __init__(self) -> None:
+        self.acked: list[str] = []
+        self.dead: list[Any] = []
+
+    async def fetch(self, max_messages: int, timeout: float) -> list[Any]:
+        return []
+
+    async def ack(self, messages: Any) -> None:
+        self.acked.extend(m.id for m in messages)
+
+    async def dead_letter(self, letters: Any) -> None:
+        self.dead.extend(letters)
+
+
+def messages(records: list[dict[str, Any]]) -> list[Any]:
+    """Records as stream messages (their id is the transaction id)."""
+    from loopline.stream.message import Message
+
+    return [Message(str(r["TRANSACTION_ID"]), dict(r)) for r in records]
+
+
+class Flaky:
+    """An online store that is down (raises StoreUnavailable, counts nothing) while
+    ``down`` is True."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.down = False
+        self.features = store.features
+
+    def update_and_read(self, tx: Mapping[str, Any]) -> dict[str, float]:
+        from loopline.features import StoreUnavailable
+
+        if self.down:
+            raise StoreUnavailable("Redis at redis://127.0.0.1:1/0 failed: connection refused")
+        answer: dict[str, float] = self.store.update_and_read(tx)
+        return answer
+
+    def add_labels(self, labels: Any) -> int:
+        return int(self.store.add_labels(labels))

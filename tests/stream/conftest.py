@@ -46,6 +46,18 @@ def feature_model() -> Any:
 
 
 @pytest.fixture(scope="session")
+def soft_model() -> Any:
+    """Logistic regression on TX_AMOUNT alone, with a gentle slope: p(fraud) ~0.5 at 200,
+    ~0.9 near 270, so the review and block thresholds both fall inside the amounts."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(2)
+    amounts = rng.uniform(0, 400, 2000)
+    labels = (amounts + rng.normal(0, 60, 2000) > 200).astype(int)
+    return LogisticRegression().fit(pd.DataFrame({"TX_AMOUNT": amounts}), labels)
+
+
+@pytest.fixture(scope="session")
 def masker() -> Any:
     from loopline.data.pii import PiiMasker
 

@@ -66,18 +66,29 @@ def test_replay_then_consume_decides_every_transaction_with_the_champion(
     assert json.loads(sent.stdout)["sent"] == 30
 
     done = loopline(
-        "stream", "consume", url, "--features", "none", "--pii-policy", "policy.json",
-        "--idle-exit", "1", "--json", cwd=project,
+        "stream", "consume", url, "--model", "fraud@champion", "--features", "none",
+        "--pii-policy", "policy.json", "--idle-exit", "1", "--json", cwd=project,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert (summary["decided"], summary["dead_lettered"]) == (30, 0)
+    # No fraud-heavy is registered: decided on the fast model alone, flagged, and logged.
+    assert summary["fallbacks"] == {"heavy_unavailable": 30}
+    assert "heavy model fraud-heavy@champion unavailable" in done.stderr
 
     engine = sa.create_engine(f"sqlite:///{project / '.loopline' / 'metadata.db'}")
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT model_name, model_version FROM decisions")).all()
+        rows = conn.execute(
+            sa.text("SELECT model_name, model_version, action, heavy_version FROM decisions")
+        ).all()
     engine.dispose()
-    assert set(rows) == {("fraud", "1")} and len(rows) == 30
+    assert {r[:2] for r in rows} == {("fraud", "1")} and len(rows) == 30
+    assert {r[2] for r in rows} <= {"allow", "review", "block"}
+    assert {r[3] for r in rows} == {"unavailable"}
+
+    applied = loopline("stream", "apply-reviews", "--json", cwd=project)
+    assert applied.returncode == 0, applied.stderr
+    assert json.loads(applied.stdout)["queue"] == "fraud-review"
 
 
 def test_redis_down_exits_2_with_a_hint(project: Path) -> None:

@@ -548,16 +548,36 @@ def models_history(
 @app.command()
 def lineage(
     model: Annotated[
-        str,
+        str | None,
         typer.Argument(
             metavar="MODEL[@ALIAS|/VERSION]", help="e.g. sentiment, sentiment@previous, sentiment/3"
         ),
-    ],
+    ] = None,
+    request_id: Annotated[
+        str | None,
+        typer.Option(
+            "--request-id",
+            metavar="ID",
+            help="A decision's transaction id (or a prediction's request id): its features, "
+            "model versions, their training data and code versions.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Where a model version came from: run, code version, steps, parameters and data."""
+    """Where a model version, or one decision or prediction, came from: run, code version,
+    steps, parameters and data."""
     from rich.tree import Tree
 
+    if (model is None) == (request_id is None):
+        raise LooplineError(
+            "give a MODEL or --request-id ID (one of the two)",
+            hint="e.g. `loopline lineage fraud-fast@champion` or "
+            "`loopline lineage --request-id 1234567`",
+        )
+    if request_id is not None:
+        _lineage_of_request(request_id, as_json)
+        return
+    assert model is not None
     registry, store = _registry()
     ref = model if ("@" in model or "/" in model) else f"{model}@champion"
     info = registry.resolve(ref)
@@ -586,6 +606,71 @@ def lineage(
         if step["params"]:
             branch.add(f"params: {step['params']}")
     out.print(tree)
+
+
+def _lineage_of_request(request_id: str, as_json: bool) -> None:
+    """``lineage --request-id``: a decision (or prediction) and its models' lineage."""
+    from loopline.stream.audit import trace_request
+
+    settings, store = _read_state()
+    if store is None:
+        raise LooplineError(
+            f"no decision or prediction {request_id!r}: nothing is recorded in this project yet",
+            hint="decide transactions first (`loopline stream consume`)",
+        )
+    found = trace_request(settings, store, request_id)
+    if as_json:
+        print_json(found)
+        return
+    lines: list[str] = []
+    if found["kind"] == "decision":
+        when = f"decided {found['decided_at']}"
+        if found.get("tx_time"):
+            when += f" (transaction time {found['tx_time']})"
+        lines.append(f"decision {found['request_id']}: {found['action']} · {when}")
+        lines.append(f"reason: {found['reason'] or '-'}")
+        lines.append(f"fallback: {', '.join(found['fallback']) or 'none'}")
+        thresholds = found["thresholds"] or {}
+        lines.append("thresholds: " + ", ".join(f"{k} {v}" for k, v in thresholds.items()))
+        scores = [("score", found["score"]), ("fast", found["fast_score"])]
+        scores += [("heavy", found["heavy_score"]), ("heavy re-score", found["batch_score"])]
+        lines.append("scores: " + ", ".join(f"{k} {_fmt(v)}" for k, v in scores))
+    else:
+        lines.append(
+            f"prediction {found['request_id']}: {found['prediction']} · {found['ts']} · "
+            f"route {found['route']}"
+        )
+        probs = found["probabilities"]
+        lines.append("probabilities: " + ", ".join(f"{k} {_fmt(v)}" for k, v in probs.items()))
+    features = found["features"] or {}
+    lines.append(
+        "features (masked): " + (", ".join(f"{k}={_fmt(v)}" for k, v in features.items()) or "-")
+    )
+    lines.append("models:")
+    for m in found["models"]:
+        head = f"  {m.get('role', 'model')}: {m['name']} version {m.get('version') or '-'}"
+        if m.get("error"):
+            lines.append(f"{head}: {m['error']}")
+        elif "run_id" not in m:
+            lines.append(head)
+        else:
+            data = ", ".join(m["datasets"]) or m.get("dataset_version") or "-"
+            lines.append(
+                f"{head}: run {m['run_id'] or '-'} (pipeline {m['pipeline'] or '-'}, "
+                f"{m['trained_at'] or '-'}), code {m['code_version']}, data {data}"
+            )
+    if found.get("service_code_version"):
+        lines.append(f"decision service code: {found['service_code_version']}")
+    for line in lines:
+        out.print(line, markup=False, soft_wrap=True)  # one line each, even when long
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 # -- serve / predict ------------------------------------------------------------------
@@ -775,16 +860,41 @@ def watch(
 # -- demo ----------------------------------------------------------------------------
 @app.command()
 def demo(
-    system: Annotated[str, typer.Argument(help="Which reference system: sentiment.")] = "sentiment",
+    system: Annotated[
+        str, typer.Argument(help="Which reference system: sentiment or fraud.")
+    ] = "sentiment",
     data: Annotated[
-        Path | None, typer.Option(help="Real data (file or folder) instead of generated tweets.")
+        Path | None,
+        typer.Option(
+            help="sentiment: real data (file or folder) instead of generated tweets. fraud: "
+            "the folder of the Fraud Detection Handbook's transactions_2018-0{4,5,6}.csv.gz "
+            "(default: ../shared/data/fraud/fraud_handbook_simulated beside the checkout)."
+        ),
     ] = None,
-    gold: Annotated[Path | None, typer.Option(help="A human-labelled gold set.")] = None,
+    gold: Annotated[Path | None, typer.Option(help="sentiment: a human-labelled gold set.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a whole reference system: data to a served model and test predictions."""
+    """Run a whole reference system offline. sentiment: data to a served model and test
+    predictions. fraud: both fraud models trained on April-May, June streamed through the
+    decision service with an analyst and delayed labels, a retrain, a rollback, the
+    monitoring report (about a minute)."""
+    if system == "fraud":
+        from loopline.examples.fraud.demo import print_summary as print_fraud
+        from loopline.examples.fraud.demo import run_demo as run_fraud
+
+        if gold is not None:
+            raise LooplineError("--gold is for the sentiment demo", hint="drop --gold")
+        with _StepProgress(enabled=not as_json) as on_event:
+            summary = run_fraud(
+                _settings(),
+                data=data,
+                on_event=on_event,
+                progress=None if as_json else err.print,
+            )
+        print_json(summary) if as_json else print_fraud(summary, out)
+        return
     if system != "sentiment":
-        raise LooplineError(f"no demo named {system!r} yet", hint="available: sentiment")
+        raise LooplineError(f"no demo named {system!r} yet", hint="available: sentiment, fraud")
     from loopline.examples.sentiment.demo import print_summary, run_demo
 
     with _StepProgress(enabled=not as_json) as on_event:

@@ -1,16 +1,21 @@
-"""``loopline stream ...``: decide transactions from a stream or files; replay test traffic.
+"""``loopline stream ...``: the decision service, its batch re-score and review loop, and
+test traffic.
 
 Mounted by the main CLI as ``stream``::
 
-    loopline stream consume SOURCE_URL [--model fraud@champion] [--features embedded|none|URL]
-        [--pii-policy NAME|FILE | --no-pii] [--threshold 0.5] [--batch-size 256]
+    loopline stream consume SOURCE_URL [--model NAME@ALIAS] [--features embedded|none|URL]
+        [--pii-policy NAME|FILE | --no-pii] [--threshold P] [--batch-size N]
         [--group G] [--consumer C] [--max-messages N] [--idle-exit SECONDS] [--json]
+    loopline stream rescore [--model NAME@ALIAS] [--json]
+    loopline stream apply-reviews [--json]
     loopline stream replay FILE STREAM_URL [--rate 1000] [--limit N] [--skip N] [--json]
 
 SOURCE_URL is a file or folder, ``redis://HOST:6379/0?stream=tx``,
 ``nats://HOST:4222?subject=tx``, ``amqp://guest:guest@HOST:5672/?queue=tx`` or
-``kafka://HOST:9092?topic=tx``. User errors (a broker that cannot be reached, a missing
-PII key, an unknown model) raise :class:`~loopline.errors.LooplineError`, which the main
+``kafka://HOST:9092?topic=tx``. The decision policy (models, thresholds, review queue,
+fallbacks) is the ``fraud`` section of ``loopline.yaml`` (:mod:`loopline.stream.policy`);
+the options override it. User errors (a broker that cannot be reached, a missing PII key,
+an invalid ``fraud`` section) raise :class:`~loopline.errors.LooplineError`, which the main
 CLI prints as one line with a hint (exit 2).
 """
 
@@ -27,7 +32,8 @@ from loopline.cli.support import JsonOpt, print_json, settings_from
 __all__ = ["stream_app"]
 
 stream_app = typer.Typer(
-    help="Streams and files in: validate, mask PII, features, score, decide exactly once.",
+    help="Streams and files in: validate, mask PII, features, decide exactly once; "
+    "re-score in batch; apply the analysts' reviews.",
     no_args_is_help=True,
 )
 
@@ -41,16 +47,21 @@ def consume(
         str, typer.Argument(help="A file/folder or a redis://, nats://, amqp://, kafka:// URL.")
     ],
     model: Annotated[
-        str, typer.Option(metavar="NAME@ALIAS", help="Registered model that scores.")
-    ] = "fraud@champion",
+        str | None,
+        typer.Option(
+            metavar="NAME@ALIAS",
+            help="The fast model that scores online (default: fraud.fast_model, "
+            "fraud-fast@champion).",
+        ),
+    ] = None,
     features: Annotated[
-        str,
+        str | None,
         typer.Option(
             metavar="embedded|none|URL",
             help="Online feature store: embedded, a redis:// URL, or none (the model reads "
-            "the transaction's own fields).",
+            "the transaction's own fields); default: fraud.features, embedded.",
         ),
-    ] = "embedded",
+    ] = None,
     pii_policy: Annotated[
         str | None,
         typer.Option("--pii-policy", metavar="NAME|FILE", help="PII policy (default: pii.policy)."),
@@ -60,11 +71,20 @@ def consume(
         typer.Option("--no-pii", help="The data holds no personal data: do not mask."),
     ] = False,
     threshold: Annotated[
-        float, typer.Option(help="Flag a transaction when its score is at least this.")
-    ] = 0.5,
+        float | None,
+        typer.Option(
+            help="Review a transaction when its score is at least this "
+            "(default: fraud.thresholds.review, 0.5).",
+        ),
+    ] = None,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", help="Most messages decided in one transaction.")
-    ] = 256,
+        int | None,
+        typer.Option(
+            "--batch-size",
+            help="Most messages decided in one transaction (default: "
+            "fraud.group_commit.batch_size, 256).",
+        ),
+    ] = None,
     group: Annotated[
         str | None, typer.Option(metavar="NAME", help="Consumer group (Redis, Kafka).")
     ] = None,
@@ -91,9 +111,11 @@ def consume(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Decide every transaction of SOURCE exactly once; refused messages go to dead letters."""
+    """Decide every transaction of SOURCE exactly once (fast model, heavy scores,
+    thresholds, fallbacks); reviews go to the review queue, refused messages to dead letters."""
     from loopline.stream.service import open_consumer, run_consumer
 
+    _log_fallbacks()
     settings = settings_from(ctx)
     options = {"group": group, "consumer": consumer}
     worker = open_consumer(
@@ -114,13 +136,74 @@ def consume(
         print_json(summary)
         return
     out.print(
-        f"decided {summary['decided']} transaction(s) ({summary['flagged']} flagged), "
-        f"{summary['duplicates']} already decided, {summary['dead_lettered']} dead-lettered, "
-        f"in {summary['seconds']} s",
+        f"decided {summary['decided']} transaction(s) ({summary['flagged']} flagged, "
+        f"{summary['reviews']} sent to review), {summary['duplicates']} already decided, "
+        f"{summary['dead_lettered']} dead-lettered, in {summary['seconds']} s",
         markup=False,
     )
+    if summary["actions"]:
+        actions = ", ".join(f"{k} {v}" for k, v in sorted(summary["actions"].items()))
+        out.print(f"  actions: {actions}", markup=False)
+    for flag, count in summary["fallbacks"].items():
+        out.print(f"  fallback {flag}: {count} decision(s)", markup=False)
     for reason, count in summary["dead_letter_reasons"].items():
         out.print(f"  dead letters: {count} x {reason}", markup=False)
+
+
+def _log_fallbacks() -> None:
+    """The service's fallbacks (a model or the feature store unavailable, and back) on
+    stderr, one timestamped line each."""
+    import logging
+
+    logger = logging.getLogger("loopline.stream")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s warning: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+
+
+@stream_app.command("rescore")
+def rescore(
+    ctx: typer.Context,
+    model: Annotated[
+        str | None,
+        typer.Option(metavar="NAME@ALIAS", help="The heavy model (default: fraud.heavy_model)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score the recent decisions with the heavy model, write the scores back, and send
+    the newly suspicious transactions to the review queue."""
+    from loopline.stream.rescore import rescore as run_rescore
+
+    result = run_rescore(settings_from(ctx), model=model)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    out.print(
+        f"re-scored {result.scored} decision(s) with {result.model} version {result.version} "
+        f"in {result.seconds:.1f} s; {result.newly_suspicious} newly suspicious sent to review"
+        + (f"; {result.unscorable} without the inputs it needs" if result.unscorable else ""),
+        markup=False,
+    )
+
+
+@stream_app.command("apply-reviews")
+def apply_reviews(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Turn the review queue's new labels into feedback and late labels for the online
+    feature store (idempotent)."""
+    from loopline.stream.reviews import apply_reviews as run_apply
+
+    result = run_apply(settings_from(ctx))
+    if as_json:
+        print_json(result.to_dict())
+        return
+    store = " and the feature store" if result.feature_store else ""
+    out.print(
+        f"applied {result.applied} review label(s) ({result.fraud} fraud, {result.legit} "
+        f"legit) to feedback{store}; {result.unchanged} already applied",
+        markup=False,
+    )
 
 
 @stream_app.command("replay")

@@ -27,7 +27,7 @@ from loopline.errors import ConfigError, LooplineError
 # Key of the PostgreSQL advisory lock held while the schema is created or upgraded.
 _SCHEMA_LOCK = 0x100971E  # "loopline"
 # The newest migration; the store upgrades any older database to it on open.
-SCHEMA_HEAD = "0005_decisions"
+SCHEMA_HEAD = "0006_decision_policy"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 

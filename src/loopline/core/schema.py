@@ -213,4 +213,21 @@ decisions = sa.Table(
     sa.Column("features", sa.Text),  # JSON: the model's inputs, after PII masking
     sa.Column("produced_at", sa.DateTime(timezone=True)),  # the producer's stamp
     sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    # (migration 0006_decision_policy) the decision service's audit trail: model_name,
+    # model_version and score above are the fast model's name, version (or "unavailable")
+    # and the combined score; threshold is the review threshold.
+    sa.Column("action", sa.String(10)),  # allow | review | block
+    sa.Column("reason", sa.Text),  # which threshold or rule fired, and the fallback used
+    sa.Column("fallback", sa.String(100)),  # degraded_features,fast_unavailable,heavy_unavailable
+    sa.Column("fast_score", sa.Float),
+    sa.Column("heavy_model", sa.String(200)),
+    sa.Column("heavy_version", sa.String(20)),  # or "unavailable"
+    sa.Column("heavy_score", sa.Float),  # the heavy model's latest score that applied online
+    sa.Column("thresholds", sa.Text),  # JSON: {"review": ..., "block": ...}
+    sa.Column("tx_time", sa.DateTime(timezone=True), index=True),  # the transaction's own time
+    sa.Column("code_version", sa.String(100)),  # of the decision service
+    # The heavy model's batch re-score of this transaction (`loopline stream rescore`).
+    sa.Column("batch_score", sa.Float),
+    sa.Column("batch_version", sa.String(20)),
+    sa.Column("batch_scored_at", sa.DateTime(timezone=True), index=True),
 )

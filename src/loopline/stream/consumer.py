@@ -1,4 +1,4 @@
-"""The streaming consumer: validate → mask PII → features → score → decide → acknowledge.
+"""The streaming consumer: validate → mask PII → features → decide → commit → acknowledge.
 
 For each batch a :class:`Consumer` takes from its :class:`~loopline.stream.source.Source`:
 
@@ -14,35 +14,51 @@ For each batch a :class:`Consumer` takes from its :class:`~loopline.stream.sourc
 5. **features**: the online store's ``update_and_read`` per transaction (idempotent by
    transaction id, so a transaction whose features were updated just before a crash is not
    counted twice when it comes back);
-6. **score** the batch with the model (``predict_proba``) and write every decision in ONE
-   database transaction (:class:`~loopline.stream.decisions.DecisionLog`);
-7. only then **acknowledge** the batch.
+6. **decide** the batch with the :class:`~loopline.stream.policy.DecisionPolicy` (the fast
+   model's score, the heavy model's latest score, thresholds, fallbacks) and write every
+   decision, with the review-queue tasks of those sent to review, in ONE database
+   transaction (:class:`~loopline.stream.decisions.DecisionLog`);
+7. only then **acknowledge** the batch, and hand the fast model's decisions to the
+   prediction log (asynchronous: monitoring's copy; the decision log is the record).
 
 A crash (even SIGKILL) before step 6 commits leaves the batch pending at the broker, which
 delivers it again; a crash between 6 and 7 makes step 4 acknowledge it on redelivery. So
-every transaction is decided exactly once. A feature store that fails (Redis down) stops
-the consumer with :class:`~loopline.stream.source.SourceUnavailable` before anything of
-the batch is decided or acknowledged: there is no fallback that could score with a
-feature the store did not give, and skipping the update would leave later features wrong.
+every transaction is decided exactly once, and every acknowledged one is in the log.
+
+**A feature store that fails** (Redis down, or an answer without its state): with the
+policy's ``fallback.features_down: degrade`` (the fraud default) the transaction is decided
+on the message's own fields or the amount rule, flagged ``degraded_features``, and kept
+aside; the store is tried again after ``fallback.retry_s`` and, once it answers, those
+transactions are added to it first (late, but counted), so later windows are complete.
+With ``stop`` (a bare ``Consumer(model=...)``) the consumer stops with
+:class:`~loopline.stream.source.SourceUnavailable` before anything of the batch is decided
+or acknowledged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
 from loopline.errors import LooplineError
-from loopline.features import DEGRADED
-from loopline.stream.decisions import Decision, DecisionLog
+from loopline.features import DEGRADED, StoreUnavailable
+from loopline.stream.decisions import Decision, DecisionLog, ReviewItem
 from loopline.stream.message import DeadLetter, Message
+from loopline.stream.policy import UNAVAILABLE, DecisionPolicy, Verdict
 from loopline.stream.schema import Transaction, check
 from loopline.stream.scoring import ProbabilisticModel, Scorer
 from loopline.stream.source import Source, SourceUnavailable, StreamError
+
+if TYPE_CHECKING:
+    from loopline.core.predlog import PredictionLogger
 
 __all__ = [
     "BatchOutcome",
@@ -51,6 +67,10 @@ __all__ = [
     "OnlineFeatures",
     "RecordMasker",
 ]
+
+_log = logging.getLogger("loopline.stream")
+# Transactions decided while the feature store was down, kept to add once it is back.
+_MAX_MISSED = 200_000
 
 
 class RecordMasker(Protocol):
@@ -75,6 +95,7 @@ class BatchOutcome:
     duplicates: int = 0
     dead_lettered: int = 0
     flagged: int = 0
+    reviews: int = 0
     committed_at: float | None = None
 
 
@@ -88,11 +109,15 @@ class ConsumerStats:
     duplicates: int = 0
     dead_lettered: int = 0
     flagged: int = 0
+    reviews: int = 0
     started: float = field(default_factory=time.time)
     first_commit: float | None = None
     last_commit: float | None = None
     latencies_ms: list[float] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
+    actions: dict[str, int] = field(default_factory=dict)
+    fallbacks: dict[str, int] = field(default_factory=dict)
+    features_backfilled: int = 0
 
     def summary(self) -> dict[str, Any]:
         """JSON-able counts, rates and latency percentiles."""
@@ -106,6 +131,10 @@ class ConsumerStats:
             "duplicates": self.duplicates,
             "dead_lettered": self.dead_lettered,
             "flagged": self.flagged,
+            "reviews": self.reviews,
+            "actions": dict(self.actions),
+            "fallbacks": dict(self.fallbacks),
+            "features_backfilled": self.features_backfilled,
             "seconds": round(time.time() - self.started, 3),
             "decided_per_s": round(self.decided / span, 1) if span > 0 else None,
             "dead_letter_reasons": dict(self.reasons),
@@ -128,22 +157,29 @@ def _numbers(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+class _StoreDown(Exception):
+    """The feature store failed or answered without its state (``why``)."""
+
+
 class Consumer:
     """Decides every transaction of ``source`` exactly once (see the module's docstring).
 
-    ``model`` is anything with ``predict_proba(DataFrame)`` (a registry ``Model``, a
-    scikit-learn estimator fitted on a DataFrame); ``features`` the online feature store
-    (None: the model reads the transaction's own numeric fields); ``masker`` the PII masker
-    (None only for data that holds no personal data). A transaction is flagged when its
-    score is at least ``threshold``.
+    ``policy`` decides (:class:`~loopline.stream.policy.DecisionPolicy`); or ``model``,
+    anything with ``predict_proba(DataFrame)`` (a registry ``Model``, a scikit-learn
+    estimator fitted on a DataFrame), flags a transaction when its score is at least
+    ``threshold`` and stops on any failure (``DecisionPolicy.single``). ``features`` is the
+    online feature store (None: the model reads the transaction's own numeric fields);
+    ``masker`` the PII masker (None only for data that holds no personal data);
+    ``prediction_log`` receives the fast model's decisions after each commit.
     """
 
     def __init__(
         self,
         source: Source,
         *,
-        model: ProbabilisticModel,
         decisions: DecisionLog,
+        model: ProbabilisticModel | None = None,
+        policy: DecisionPolicy | None = None,
         features: OnlineFeatures | None = None,
         masker: RecordMasker | None = None,
         threshold: float = 0.5,
@@ -153,11 +189,22 @@ class Consumer:
         poll_timeout: float = 0.1,
         max_attempts: int = 10,
         columns: Sequence[str] | None = None,
+        prediction_log: PredictionLogger | None = None,
     ) -> None:
         if batch_size < 1:
             raise StreamError(f"batch_size must be at least 1, found {batch_size}")
+        if policy is None:
+            if model is None:
+                raise StreamError("a consumer needs a policy or a model")
+            policy = DecisionPolicy.single(
+                model,
+                threshold=threshold,
+                name=decisions.model_name or "model",
+                version=decisions.model_version or "1",
+                columns=columns,
+            )
         self.source = source
-        self.scorer = Scorer(model, columns=columns)
+        self.policy = policy
         self.decisions = decisions
         self.features = features
         self.masker = masker
@@ -167,7 +214,20 @@ class Consumer:
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
         self.max_attempts = max_attempts
+        self.prediction_log = prediction_log
         self.stats = ConsumerStats()
+        self._retry_at = 0.0  # the feature store is not asked before this (monotonic)
+        self._down_since: float | None = None
+        self._down_why = ""
+        self._missed: deque[dict[str, Any]] = deque()
+        self._fast_state: str | None = None  # the fast model's last problem, for the log
+        # What close() stops first (the service's model watcher, heavy scores, ...).
+        self.on_close: list[Callable[[], None]] = []
+
+    @property
+    def scorer(self) -> Scorer | None:
+        """The fast model's scorer (None while it is unavailable)."""
+        return self.policy.fast.scorer if self.policy.fast is not None else None
 
     # -- one batch ---------------------------------------------------------------------------
     def _mask(self, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -231,28 +291,34 @@ class Consumer:
                     seen.add(tx_id)
                     todo.append((message, tx_id, masked))
 
+        decisions: list[Decision] = []
         if todo:
-            rows = [self._inputs(tx_id, masked) for _, tx_id, masked in todo]
-            scores = self.scorer.score(rows)
-            columns = self.scorer.columns
+            rows: list[dict[str, Any]] = []
+            answers: list[dict[str, float] | None] = []
+            for _, tx_id, masked in todo:
+                row, answer = self._inputs(tx_id, masked)
+                rows.append(row)
+                answers.append(answer)
+            records = [masked for _, _, masked in todo]
+            degraded = [answer is None and self.features is not None for answer in answers]
+            verdicts = self.policy.decide(rows, records, degraded)
+            self._note_fast_state()
             decisions = [
-                Decision(
-                    tx_id=tx_id,
-                    score=float(score),
-                    flagged=bool(score >= self.threshold),
-                    message_id=message.id,
-                    attempt=message.attempt,
-                    features={c: row[c] for c in columns},
-                    produced_at=message.produced_at,
+                self._decision(message, tx_id, masked, answer, verdict)
+                for (message, tx_id, masked), answer, verdict in zip(
+                    todo, answers, verdicts, strict=True
                 )
-                for (message, tx_id, _), row, score in zip(todo, rows, scores, strict=True)
             ]
             outcome.committed_at = self.decisions.write(decisions)
             outcome.decided = len(decisions)
             outcome.flagged = sum(d.flagged for d in decisions)
-            for d in decisions:
+            outcome.reviews = sum(d.review is not None for d in decisions)
+            for d, verdict in zip(decisions, verdicts, strict=True):
                 if d.produced_at is not None:
                     self.stats.latencies_ms.append((outcome.committed_at - d.produced_at) * 1000)
+                self.stats.actions[verdict.action] = self.stats.actions.get(verdict.action, 0) + 1
+                for flag in verdict.fallback:
+                    self.stats.fallbacks[flag] = self.stats.fallbacks.get(flag, 0) + 1
             if self.stats.first_commit is None:
                 self.stats.first_commit = outcome.committed_at
             self.stats.last_commit = outcome.committed_at
@@ -260,6 +326,8 @@ class Consumer:
         settled = [message for message, _, _ in todo] + repeats
         if settled:
             await self.source.ack(settled)
+        if decisions and self.prediction_log is not None:
+            self._log_predictions(decisions, rows, outcome.committed_at or time.time())
         outcome.duplicates = len(repeats)
         self.stats.batches += 1
         self.stats.messages += len(batch)
@@ -267,7 +335,117 @@ class Consumer:
         self.stats.duplicates += outcome.duplicates
         self.stats.dead_lettered += outcome.dead_lettered
         self.stats.flagged += outcome.flagged
+        self.stats.reviews += outcome.reviews
         return outcome
+
+    def _decision(
+        self,
+        message: Message,
+        tx_id: str,
+        masked: dict[str, Any],
+        answer: dict[str, float] | None,
+        verdict: Verdict,
+    ) -> Decision:
+        policy = self.policy
+        config = policy.config
+        features = {k: v for k, v in masked.items() if v is not None}  # no empty optionals
+        if answer:
+            features.update(answer)
+        fast = policy.fast
+        heavy = policy.heavy
+        tx_time = masked.get(config.time_field)
+        review = None
+        if verdict.action == "review" and config.review_queue is not None:
+            review = ReviewItem(
+                priority=verdict.priority,
+                payload={
+                    "features": features,
+                    "action": verdict.action,
+                    "score": verdict.score,
+                    "fast_score": verdict.fast_score,
+                    "heavy_score": verdict.heavy_score,
+                    "reason": verdict.reason,
+                    "fallback": list(verdict.fallback),
+                    "expected_loss": verdict.priority,
+                },
+            )
+        return Decision(
+            tx_id=tx_id,
+            score=verdict.score,
+            flagged=verdict.flagged,
+            message_id=message.id,
+            attempt=message.attempt,
+            features=features,
+            produced_at=message.produced_at,
+            action=verdict.action,
+            reason=verdict.reason,
+            fallback=",".join(verdict.fallback) or None,
+            fast_score=verdict.fast_score,
+            model_name=policy.fast_name,
+            model_version=fast.version if fast is not None else UNAVAILABLE,
+            heavy_model=heavy.name if heavy is not None else None,
+            heavy_version=(
+                None if heavy is None else verdict.heavy_version or heavy.version or UNAVAILABLE
+            ),
+            heavy_score=verdict.heavy_score,
+            thresholds=policy.thresholds,
+            tx_time=tx_time if isinstance(tx_time, datetime) else None,
+            review=review,
+        )
+
+    def _log_predictions(
+        self, decisions: Sequence[Decision], rows: Sequence[Mapping[str, Any]], committed: float
+    ) -> None:
+        """The fast model's decisions as prediction-log records (monitoring's copy)."""
+        from loopline.core.predlog import PredictionRecord
+
+        assert self.prediction_log is not None
+        fast = self.policy.fast
+        review = self.policy.config.thresholds.review
+        logged = self._logged_inputs()
+        now = datetime.now(UTC)
+        for d, row in zip(decisions, rows, strict=True):
+            p = d.fast_score
+            if p is None or fast is None:
+                continue  # the fast model did not score it: no prediction of that model
+            inputs = {k: row[k] for k in logged if k in row}
+            when = d.tx_time if d.tx_time is not None else now
+            latency = (committed - d.produced_at) * 1000 if d.produced_at is not None else 0.0
+            self.prediction_log.log(
+                PredictionRecord(
+                    request_id=d.tx_id,
+                    ts=when,
+                    model_name=fast.name,
+                    model_version=fast.version,
+                    route="champion",
+                    inputs=inputs,
+                    label="1" if p >= review else "0",
+                    probabilities={"0": 1.0 - p, "1": p},
+                    latency_ms=latency,
+                )
+            )
+
+    def _logged_inputs(self) -> list[str]:
+        """What the prediction log records as inputs: the amount and the store's features
+        (without a store, the fast model's inputs)."""
+        names = getattr(getattr(self.features, "features", None), "names", None)
+        chosen = list(names) if names else self.policy.fast_columns
+        amount = self.policy.config.cost.amount_field
+        return [amount, *(c for c in chosen if c != amount)]
+
+    def _note_fast_state(self) -> None:
+        problem = None if self.policy.fast is not None else self.policy.fast_error
+        if problem != self._fast_state:
+            if problem is not None:
+                _log.warning(
+                    "fast model %s unavailable (%s): deciding by the amount rule (fallback "
+                    "fast_unavailable)",
+                    self.policy.fast_name,
+                    problem,
+                )
+            else:
+                _log.warning("fast model %s is back: scoring again", self.policy.fast_name)
+            self._fast_state = problem
 
     def _tx_id(self, masked: Mapping[str, Any]) -> str:
         value = masked.get(self.id_field)
@@ -279,43 +457,97 @@ class Consumer:
             )
         return str(value)
 
-    def _inputs(self, tx_id: str, masked: dict[str, Any]) -> dict[str, Any]:
+    def _inputs(
+        self, tx_id: str, masked: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, float] | None]:
+        """The model inputs (the message's numbers and the store's features) and the
+        store's answer (None when the store is down and the policy degrades)."""
         row = _numbers(masked)
         if self.features is None:
-            return row
+            return row, {}
+        if time.monotonic() < self._retry_at:
+            self._miss(masked)
+            return row, None
+        try:
+            if self._missed:
+                self._catch_up()
+            answer = self._update(tx_id, masked)
+        except _StoreDown as down:
+            if self.policy.strict_features:
+                raise SourceUnavailable(
+                    str(down),
+                    hint="nothing of this batch was decided or acknowledged; bring the store "
+                    "back (is Redis running?) and start the consumer again: the batch is "
+                    "delivered again",
+                ) from None
+            self._store_failed(str(down))
+            self._miss(masked)
+            return row, None
+        if self._down_since is not None:
+            _log.warning(
+                "feature store is back after %.1f s: %d transaction(s) decided meanwhile "
+                "were added to it",
+                time.monotonic() - self._down_since,
+                self.stats.features_backfilled,
+            )
+            self._down_since = None
+        row.update(answer)
+        return row, answer
+
+    def _update(self, tx_id: str, masked: dict[str, Any]) -> dict[str, float]:
+        assert self.features is not None
         try:
             answer = self.features.update_and_read(masked)
+        except StoreUnavailable as exc:
+            raise _StoreDown(
+                f"the feature store failed for transaction {tx_id}: {exc.message}"
+            ) from None
         except LooplineError:
             raise
         except Exception as exc:
-            raise SourceUnavailable(
-                f"the feature store failed for transaction {tx_id}: {type(exc).__name__}: {exc}",
-                hint="nothing of this batch was decided or acknowledged; bring the store back "
-                "(is Redis running?) and start the consumer again: the batch is delivered again",
+            raise _StoreDown(
+                f"the feature store failed for transaction {tx_id}: {type(exc).__name__}: {exc}"
             ) from None
         if answer.get(DEGRADED):
-            # The store answered without its state (its "degraded" fallback): deciding with
-            # it would score NaN features and never count the transaction. Stop instead.
-            raise SourceUnavailable(
+            # The store answered without its state (its "degraded" fallback): its features
+            # are NaN and it did not count the transaction.
+            raise _StoreDown(
                 f"the feature store answered without its state for transaction {tx_id} "
-                "(degraded: it cannot reach its data)",
-                hint="nothing of this batch was decided or acknowledged; bring the store back "
-                "and start the consumer again: the batch is delivered again",
+                "(degraded: it cannot reach its data)"
             )
-        row.update(answer)
-        return row
+        return answer
+
+    def _store_failed(self, why: str) -> None:
+        self._retry_at = time.monotonic() + self.policy.config.fallback.retry_s
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self._down_why = why
+            _log.warning(
+                "%s; deciding without the store (fallback degraded_features) and trying it "
+                "again every %.1f s",
+                why,
+                self.policy.config.fallback.retry_s,
+            )
+
+    def _miss(self, masked: dict[str, Any]) -> None:
+        if len(self._missed) < _MAX_MISSED:
+            self._missed.append(masked)
+
+    def _catch_up(self) -> None:
+        """Add the transactions decided while the store was down (oldest first)."""
+        while self._missed:
+            masked = self._missed[0]
+            self._update(self._tx_id(masked), masked)
+            self._missed.popleft()
+            self.stats.features_backfilled += 1
 
     # -- the loop ------------------------------------------------------------------------------
     def warm_up(self) -> None:
-        """Pay the one-time costs before the first message: the model's first call, and
+        """Pay the one-time costs before the first message: the fast model's first call and
         the check of its lean path on ``1 + inputs`` points (zero, then each input alone:
         an affine function equal at those points is equal everywhere), and the decision
         log's first query."""
-        columns = self.scorer.columns
-        probes = [dict.fromkeys(columns, 0.0)]
-        for i, column in enumerate(columns):
-            probes.append({**probes[0], column: float(i + 1)})
-        self.scorer.score(probes)
+        self.policy.warm_up()
         self.decisions.decided(["(warm-up)"])
 
     async def run(
@@ -356,3 +588,17 @@ class Consumer:
                 await self.process(batch)
                 last = time.monotonic()
         return self.stats
+
+    def close(self) -> None:
+        """Stop what the service started beside the consumer, flush the prediction log and
+        close the decision log (idempotent)."""
+        closers, self.on_close = self.on_close, []
+        for closer in reversed(closers):
+            try:
+                closer()
+            except Exception as exc:  # closing must go on: the decision log is next
+                _log.warning("closing the consumer: %s", exc)
+        if self.prediction_log is not None:
+            self.prediction_log.close()
+            self.prediction_log = None
+        self.decisions.close()
