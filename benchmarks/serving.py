@@ -1,34 +1,60 @@
-"""Serving throughput: `loopline serve` against `mlflow models serve`, BentoML and a constant.
+"""Serving throughput: `loopline serve` against `mlflow models serve`, BentoML and two ceilings.
 
-Trains the TF-IDF + logistic-regression sentiment model on Sentiment140 rows, registers it in
-a scratch MLflow registry as ``sentiment@champion``, then starts the servers (one worker
-each, each on its own localhost port), checks that each answers real predictions, and loads them
-one at a time with wrk at 1, 16 and 64 connections (all servers at c1, then all at c16, then
-c64; each run after a warm-up at the same concurrency), single-row JSON bodies rotating over
-a few hundred held-out tweets:
+Trains the default sentiment model (``TextClassifierParams()``: word n-grams with negation
+marking, char n-grams, lexicon scores, logistic regression) on ``--rows`` Sentiment140 rows,
+registers it in a scratch MLflow registry as ``sentiment@champion``, then starts the servers
+(one worker each, each on its own localhost port), checks that each answers real predictions,
+and loads them one at a time with wrk at 1, 16 and 64 connections (all servers at c1, then all
+at c16, then c64; each run after a warm-up at the same concurrency):
 
-- ``loopline``: ``loopline -C <scratch project> serve sentiment@champion``
+- ``loopline``: ``loopline -C <scratch project> serve sentiment@champion`` (its defaults: the
+  prediction log on, Parquet segments in the scratch project)
+- ``loopline_nolog``: the same with ``--no-log`` (no prediction log)
 - ``mlflow``: ``mlflow models serve -m models:/sentiment@champion --env-manager local``
 - ``bentoml``: BentoML with adaptive batching on the same model folder
   (``serving_support/bentoml_service.py``, run from its own virtualenv ``.bench/bentoml-venv``,
   created and cached on first use: BentoML is never installed in the project's environment)
-- ``trivial``: a FastAPI endpoint returning a constant (``serving_support/trivial_app.py``),
-  the HTTP ceiling of this machine.
+- ``raw_asgi``: a raw ASGI app that reads the body and answers a constant, no framework
+  (``serving_support/raw_asgi_app.py``): the HTTP ceiling of uvicorn on this machine
+- ``trivial``: a FastAPI endpoint that does the same (``serving_support/trivial_app.py``): a
+  second reference, with FastAPI's routing (Loopline's ``/predict`` bypasses FastAPI's).
 
-Loopline runs with its command-line defaults (plus ``--workers 1`` where that option exists).
-MLflow and BentoML run without a per-request access log line, as Loopline and the trivial
-endpoint do: each baseline gets its best plain configuration, not a handicap.
+The load: single-row JSON bodies, one distinct held-out tweet each: every tweet of the sample
+that is not in the training rows (exact text; about 59,500 for 40,000 training rows; at least
+30,000), in a fixed shuffled order. wrk rotates over them and each run continues where that
+server's previous run stopped, so no body repeats before the whole set was sent and every
+server gets the same sequence: the caches of the lean path see new words as real traffic
+brings them, not a few hundred tweets repeated until every look-up hits. Loopline's cache
+hit rates (from ``/metrics``) are reported, over the measured runs and over the whole run.
+
+Same treatment for every server: one worker process, no access log line per request, the
+same bodies, warm-up and wrk settings. Every uvicorn-based server runs httptools and uvloop:
+Loopline's own uvicorn config resolves ``auto`` to them (both are installed), the constants
+and ``mlflow models serve`` (the uvicorn command line) get ``--http httptools --loop uvloop``
+(``UVICORN_HTTP``/``UVICORN_LOOP`` for mlflow); BentoML runs its own server in its own
+virtualenv, whose httptools/uvloop versions are recorded. Each baseline gets its best plain
+configuration, not a handicap (BentoML with adaptive batching).
+
+After the load, Loopline's lean inference path is checked against scikit-learn on the whole
+load set: every tweet is sent to the server (in lists of 500) and its probabilities are
+compared with the pipeline's ``predict_proba``: label differences (must be 0) and the largest
+probability difference are reported.
 
 Reproduce (needs ``wrk``: ``apt-get install -y wrk``):
 
     .venv/bin/python benchmarks/serving.py
-    .venv/bin/python benchmarks/serving.py --only loopline,trivial --duration 5
+    .venv/bin/python benchmarks/serving.py --only loopline,raw_asgi --duration 5 \\
+        --concurrency 16 --workdir /tmp/serving-bench     # a quick look while developing
 
-It prints requests/s and p50/p99 latency per server and concurrency, then the ratios. The last
-line is one JSON object: ``rps_<server>_c<N>``, ``p50_ms_<server>_c<N>``, ``p99_ms_<server>_c<N>``
-and ``ratio_vs_<server>_c<N>`` (Loopline's requests/s over that server's), among others.
-Targets: >= 8x mlflow and >= 3x BentoML at c16 and c64, >= half of trivial at c16, p99 < 25 ms
-at c16.
+It prints requests/s and p50/p99 latency per server and concurrency, the server's CPU time per
+request (from /proc; steadier than requests/s when other work shares the machine), then the
+ratios. The last line is one JSON object: ``rps_<server>_c<N>``, ``p50_ms_<server>_c<N>``,
+``p99_ms_<server>_c<N>``, ``cpu_us_per_req_<server>_c<N>``, ``ratio_vs_<server>_c<N>``
+(Loopline's requests/s, prediction log on, over that server's), ``ratio_nolog_vs_...`` (the
+same with the log off), ``lean_*`` (the check against scikit-learn, cache hit rates) and
+``machine`` (cores, CPU, load average at start and end, versions of every tool compared).
+Targets: >= 8x mlflow and >= 3x BentoML at c16 and c64, >= 0.25x the raw ASGI ceiling at
+c16, p99 < 25 ms at c16, 0 label differences.
 """
 
 from __future__ import annotations
@@ -38,6 +64,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -54,6 +81,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from _machine import machine_info, start_load, versions
+
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO.parent / "shared" / "data" / "sentiment" / "sentiment140_train_sample"
 SUPPORT = Path(__file__).resolve().parent / "serving_support"
@@ -62,14 +91,19 @@ BENTOML_VERSION = "1.4.40"
 VENV_BIN = Path(sys.executable).parent
 
 MODEL_NAME = "sentiment"
-SERVERS = ("loopline", "mlflow", "bentoml", "trivial")
+SERVERS = ("loopline", "loopline_nolog", "mlflow", "bentoml", "raw_asgi", "trivial")
+LOOPLINES = ("loopline", "loopline_nolog")
+CONSTANTS = ("raw_asgi", "trivial")
 CONCURRENCIES = (1, 16, 64)
 CHECK_TWEETS = 8  # tweets each server must label like the model does before it is loaded
-LOAD_TWEETS = 300  # bodies the load rotates over
+MIN_LOAD_TWEETS = 30_000  # fewer distinct held-out tweets do not make a valid figure
+LEAN_CHECK_BATCH = 500  # tweets per request of the lean check
 WARMUP_S = 3  # before every measured run, at the same concurrency
 WRK_THREADS = 1  # one load thread: the two cores are better left to the server under test
 WRK_TIMEOUT_S = 10
 READY_TIMEOUT_S = 180
+# The uvicorn settings of every uvicorn-based server (Loopline's "auto" resolves to these).
+UVICORN_FLAGS = ["--http", "httptools", "--loop", "uvloop", "--no-access-log"]
 QUIET_ENV = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "true",
@@ -77,14 +111,19 @@ QUIET_ENV = {
     "GIT_PYTHON_REFRESH": "quiet",
     "MLFLOW_LOGGING_LEVEL": "WARNING",
 }
+TARGETS = {"mlflow": 8.0, "bentoml": 3.0, "raw_asgi": 0.25}
+# Ratios judged against a target: (server, concurrency); the others are for information.
+JUDGED = {("mlflow", 16), ("mlflow", 64), ("bentoml", 16), ("bentoml", 64), ("raw_asgi", 16)}
 
-# Each wrk thread reads the bodies (one JSON document a line) and POSTs them in turn; done()
-# prints the summary as one JSON line so nothing depends on wrk's human-readable layout.
+# Each wrk thread reads the bodies (one JSON document a line) and POSTs them in turn, from
+# the offset given (where this server's previous run stopped); done() prints the summary as
+# one JSON line so nothing depends on wrk's human-readable layout.
 WRK_SCRIPT = r"""
 local bodies = {}
 local i = 0
 function init(args)
   for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
+  i = tonumber(args[2] or "0") % #bodies
 end
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -107,23 +146,25 @@ class BenchmarkError(RuntimeError):
     """A server that would not start, answered wrongly, or returned non-2xx under load."""
 
 
-# --- the model ---------------------------------------------------------------------------------
+# --- the model and the load set -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Model:
-    """The registered champion: where it lives, and tweets with the labels it gives them."""
+    """The registered champion: where it lives, and the held-out tweets of the load."""
 
     project: Path
     tracking_uri: str
     model_dir: Path
     version: str
-    tweets: list[str]
-    expected: list[str]
+    train_rows: int
+    tweets: list[str]  # distinct, none of them in the training rows
+    expected: list[str]  # the model's labels of the first CHECK_TWEETS tweets
 
 
-def prepare_model(workdir: Path, rows: int) -> Model:
-    """Train on ``rows`` Sentiment140 rows, register, promote; reuse a champion already there."""
+def prepare_model(workdir: Path, rows: int, load_tweets: int) -> Model:
+    """Train on ``rows`` Sentiment140 rows, register, promote (or reuse a champion trained on
+    the same rows); the load set is every other distinct tweet of the sample."""
     import pandas as pd
 
     from loopline.data.ingest import load_source
@@ -133,16 +174,37 @@ def prepare_model(workdir: Path, rows: int) -> Model:
     tracking_uri = f"sqlite:///{project / 'mlflow.db'}"
     registry = _registry(project, tracking_uri)
     data = load_source(TRAIN).sample(frac=1.0, random_state=0).reset_index(drop=True)
-    held_out = data["text"].iloc[rows : rows + LOAD_TWEETS].astype(str).tolist()
+    train = data.iloc[:rows]
+    tweets = held_out_tweets(train["text"], data["text"].iloc[rows:], load_tweets)
     try:
         info = registry.resolve(f"{MODEL_NAME}@champion")
-        print(f"reusing {MODEL_NAME} version {info.version} in {project}", flush=True)
     except ModelNotFound:
-        info = _train_and_register(registry, data.iloc[:rows])
+        info = _train_and_register(registry, train)
+    else:
+        trained_on = int(info.metrics.get("train_rows", -1))
+        if trained_on != rows:
+            raise BenchmarkError(
+                f"the champion in {project} was trained on {trained_on} rows, not {rows}: "
+                "use another --workdir (its training rows would overlap the load set)"
+            )
+        print(f"reusing {MODEL_NAME} version {info.version} in {project}", flush=True)
     model_dir = _model_folder(registry, info.version)
     loaded = _load_sklearn(model_dir)
-    expected = loaded.predict(pd.DataFrame({"text": held_out})).astype(str).tolist()
-    return Model(project, tracking_uri, model_dir, info.version, held_out, expected)
+    check = pd.DataFrame({"text": tweets[:CHECK_TWEETS]})
+    expected = loaded.predict(check).astype(str).tolist()
+    return Model(project, tracking_uri, model_dir, info.version, rows, tweets, expected)
+
+
+def held_out_tweets(train: Any, rest: Any, limit: int) -> list[str]:
+    """Distinct texts of ``rest`` (in order) that are not in ``train``: at most ``limit``
+    (0: all of them)."""
+    seen = set(train.astype(str))
+    tweets = []
+    for text in rest.astype(str):
+        if text not in seen:
+            seen.add(text)
+            tweets.append(text)
+    return tweets[:limit] if limit else tweets
 
 
 def _registry(project: Path, tracking_uri: str) -> Any:
@@ -201,7 +263,8 @@ def _load_sklearn(model_dir: Path) -> Any:
 def ensure_bentoml_venv(log_dir: Path) -> Path:
     """Create ``.bench/bentoml-venv`` (BentoML + this repo, same ML versions) unless cached."""
     pins = [
-        f"{p}=={version(p)}" for p in ("scikit-learn", "pandas", "numpy", "scipy", "cloudpickle")
+        f"{p}=={version(p)}"
+        for p in ("scikit-learn", "pandas", "numpy", "scipy", "cloudpickle", "httptools", "uvloop")
     ]
     # Loopline itself (editable) because the pickled pipeline calls its normalize_tweet.
     requirements = [f"bentoml=={BENTOML_VERSION}", *pins, "-e", str(REPO)]
@@ -240,9 +303,11 @@ class Server:
     predict_path: str
     body: Callable[[str], Any]
     label: Callable[[Any], str]
+    http: str  # its HTTP settings, for the report
     cwd: Path = REPO
     port: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    sent: int = 0  # bodies sent so far: the next run starts at this offset
 
     @property
     def base_url(self) -> str:
@@ -253,27 +318,30 @@ def server_specs(model: Model, names: list[str], bento_bin: Path | None) -> list
     """The servers to measure, each on a fresh free port."""
     env = {**os.environ, **QUIET_ENV, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
     build = {
-        "loopline": lambda port: _loopline(model, env, port),
+        "loopline": lambda port: _loopline(model, env, port, log=True),
+        "loopline_nolog": lambda port: _loopline(model, env, port, log=False),
         "mlflow": lambda port: _mlflow(model, env, port),
         "bentoml": lambda port: _bentoml(model, env, port, bento_bin),
-        "trivial": lambda port: _trivial(env, port),
+        "raw_asgi": lambda port: _constant("raw_asgi", "raw_asgi_app:app", env, port),
+        "trivial": lambda port: _constant("trivial", "trivial_app:app", env, port),
     }
     return [build[name](free_port()) for name in names]
 
 
-def _loopline(model: Model, env: dict[str, str], port: int) -> Server:
+def _loopline(model: Model, env: dict[str, str], port: int, *, log: bool) -> Server:
     command = [str(VENV_BIN / "loopline"), "-C", str(model.project), "serve"]
-    command += [f"{MODEL_NAME}@champion", "--port", str(port)]
-    if "--workers" in _help_text([str(VENV_BIN / "loopline"), "serve", "--help"]):
-        command += ["--workers", "1"]
+    command += [f"{MODEL_NAME}@champion", "--port", str(port), "--workers", "1"]
+    if not log:
+        command.append("--no-log")
     return Server(
-        "loopline",
+        "loopline" if log else "loopline_nolog",
         command,
         env,
         "/ready",
         "/predict",
         body=lambda text: {"text": text},
         label=lambda answer: answer["prediction"]["label"],
+        http="uvicorn (httptools, uvloop: 'auto'), no access log, 1 worker",
         port=port,
     )
 
@@ -282,9 +350,14 @@ def _mlflow(model: Model, env: dict[str, str], port: int) -> Server:
     command = [str(VENV_BIN / "mlflow"), "models", "serve"]
     command += ["-m", f"models:/{MODEL_NAME}@champion", "--env-manager", "local"]
     command += ["-h", "127.0.0.1", "-p", str(port), "-w", "1"]
-    # mlflow runs the uvicorn CLI, which reads UVICORN_* variables: no access log line per
-    # request, as for Loopline and the trivial endpoint.
-    mlflow_env = {**env, "MLFLOW_TRACKING_URI": model.tracking_uri, "UVICORN_ACCESS_LOG": "false"}
+    # mlflow runs the uvicorn command line, which reads UVICORN_* variables.
+    mlflow_env = {
+        **env,
+        "MLFLOW_TRACKING_URI": model.tracking_uri,
+        "UVICORN_ACCESS_LOG": "false",
+        "UVICORN_HTTP": "httptools",
+        "UVICORN_LOOP": "uvloop",
+    }
     return Server(
         "mlflow",
         command,
@@ -293,6 +366,7 @@ def _mlflow(model: Model, env: dict[str, str], port: int) -> Server:
         "/invocations",
         body=lambda text: {"dataframe_split": {"columns": ["text"], "data": [[text]]}},
         label=lambda answer: answer["predictions"][0],
+        http="uvicorn (httptools, uvloop), no access log, 1 worker",
         port=port,
     )
 
@@ -316,22 +390,24 @@ def _bentoml(model: Model, env: dict[str, str], port: int, bento_bin: Path | Non
         "/predict",
         body=lambda text: {"texts": [text]},
         label=lambda answer: answer[0]["label"],
+        http="BentoML's own server (uvicorn inside), no access log, 1 worker, adaptive batching",
         port=port,
     )
 
 
-def _trivial(env: dict[str, str], port: int) -> Server:
-    command = [str(VENV_BIN / "python"), "-m", "uvicorn", "trivial_app:app"]
-    command += ["--app-dir", str(SUPPORT), "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--workers", "1", "--no-access-log", "--log-level", "warning"]
+def _constant(name: str, app: str, env: dict[str, str], port: int) -> Server:
+    command = [str(VENV_BIN / "python"), "-m", "uvicorn", app, "--app-dir", str(SUPPORT)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1", *UVICORN_FLAGS]
+    command += ["--log-level", "warning"]
     return Server(
-        "trivial",
+        name,
         command,
         env,
         "/health",
         "/predict",
         body=lambda text: {"text": text},
         label=lambda answer: answer["prediction"]["label"],
+        http="uvicorn (httptools, uvloop), no access log, 1 worker",
         port=port,
     )
 
@@ -341,13 +417,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _help_text(command: list[str]) -> str:
-    done = subprocess.run(
-        command, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}
-    )
-    return done.stdout + done.stderr
 
 
 @contextlib.contextmanager
@@ -416,12 +485,28 @@ def _tail(log: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU time of the processes in process group ``pgid`` (from /proc)."""
+    ticks = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        fields = stat.rsplit(")", 1)[1].split()  # from field 3 (state) on
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 # --- correctness and load ----------------------------------------------------------------------
 
 
 def check_answers(server: Server, model: Model) -> None:
-    """Each server must label the check tweets as the model does (trivial: its constant)."""
-    for text, expected in zip(model.tweets[:CHECK_TWEETS], model.expected, strict=False):
+    """Each server must label the check tweets as the model does (constants: their label)."""
+    for text, expected in zip(model.tweets[:CHECK_TWEETS], model.expected, strict=True):
         status, answer = post_json(server.base_url + server.predict_path, server.body(text))
         if status != 200:
             raise BenchmarkError(f"{server.name} answered {status}: {answer!r:.300}")
@@ -429,22 +514,27 @@ def check_answers(server: Server, model: Model) -> None:
             label = server.label(answer)
         except (KeyError, IndexError, TypeError) as exc:
             raise BenchmarkError(f"{server.name}: unexpected answer {answer!r:.300}") from exc
-        wanted = "positive" if server.name == "trivial" else expected
+        wanted = "positive" if server.name in CONSTANTS else expected
         if label != wanted:
             raise BenchmarkError(f"{server.name} labelled {text!r} {label!r}, expected {wanted!r}")
     print(f"[{server.name}] {CHECK_TWEETS} check predictions correct", flush=True)
 
 
-def post_json(url: str, payload: Any) -> tuple[int, Any]:
+def post_json(url: str, payload: Any, timeout: float = 30) -> tuple[int, Any]:
     """POST ``payload`` as JSON; return the status and the decoded answer."""
     request = urllib.request.Request(
         url, json.dumps(payload).encode(), {"Content-Type": "application/json"}, method="POST"
     )
     try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
+
+
+def get_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        return str(answer.read().decode())
 
 
 @dataclass(frozen=True)
@@ -458,20 +548,26 @@ class LoadResult:
     max_ms: float
     non_2xx: int
     socket_errors: int
+    cpu_us_per_req: float | None = None  # the server's CPU time per request
 
 
 def run_wrk(
     server: Server, bodies: Path, script: Path, connections: int, duration: int
 ) -> LoadResult:
-    """Load ``server`` with wrk; raise if any answer was not 2xx."""
+    """Load ``server`` with wrk from where its last run stopped; raise on any non-2xx."""
     command = ["wrk", f"-t{min(WRK_THREADS, connections)}", f"-c{connections}", f"-d{duration}s"]
     command += [f"--timeout={WRK_TIMEOUT_S}s", "--latency", "-s", str(script)]
-    command += [server.base_url + server.predict_path, "--", str(bodies)]
+    command += [server.base_url + server.predict_path, "--", str(bodies), str(server.sent)]
+    assert server.process is not None
+    cpu_before = group_cpu_seconds(server.process.pid)
     done = subprocess.run(command, capture_output=True, text=True, check=False)
+    cpu = group_cpu_seconds(server.process.pid) - cpu_before
     lines = [line for line in done.stdout.splitlines() if line.startswith("WRK_JSON ")]
     if done.returncode != 0 or not lines:
         raise BenchmarkError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     stats = json.loads(lines[-1].removeprefix("WRK_JSON "))
+    # Requests still in flight when wrk stopped were sent too (at most one per connection).
+    server.sent += stats["requests"] + connections
     result = LoadResult(
         requests=stats["requests"],
         rps=stats["requests"] / (stats["duration_us"] / 1e6),
@@ -480,6 +576,7 @@ def run_wrk(
         max_ms=stats["max_us"] / 1000,
         non_2xx=stats["status"],
         socket_errors=sum(stats[k] for k in ("connect", "read", "write", "timeout")),
+        cpu_us_per_req=cpu * 1e6 / stats["requests"] if stats["requests"] else None,
     )
     if result.non_2xx:
         raise BenchmarkError(
@@ -489,10 +586,28 @@ def run_wrk(
     return result
 
 
+@dataclass
+class Measured:
+    """What the load phase found."""
+
+    results: dict[str, dict[int, LoadResult]]
+    # Loopline servers: cache counters {cache: (lookups, misses)} over the measured runs,
+    # and at the end of the load (everything since start-up: checks and warm-ups too).
+    cache_measured: dict[str, dict[str, list[int]]]
+    cache_total: dict[str, dict[str, tuple[int, int]]]
+    lean: dict[str, Any]
+
+
 def measure_all(
-    servers: list[Server], model: Model, work: Path, duration: int
-) -> dict[str, dict[int, LoadResult]]:
-    """Start and check every server, then load them in turn at each concurrency.
+    servers: list[Server],
+    model: Model,
+    work: Path,
+    duration: int,
+    concurrencies: list[int],
+    lean_check: bool,
+) -> Measured:
+    """Start and check every server, load them in turn at each concurrency, then check the
+    lean path on the whole load set.
 
     All servers stay up for the whole run and are loaded one at a time, concurrency by
     concurrency: a burst of load from elsewhere on the machine then falls on all of them
@@ -504,20 +619,40 @@ def measure_all(
     script = work / "post.lua"
     script.write_text(WRK_SCRIPT)
     bodies: dict[str, Path] = {}
+    measured = Measured({s.name: {} for s in servers}, {}, {}, {})
     with contextlib.ExitStack() as stack:
         for server in servers:
             stack.enter_context(running(server, work))
             check_answers(server, model)
             bodies[server.name] = write_bodies(server, model, work)
-        print(f"\neach run: {WARMUP_S} s warm-up, then {duration} s measured", flush=True)
-        results: dict[str, dict[int, LoadResult]] = {server.name: {} for server in servers}
-        for connections in CONCURRENCIES:
+        print(
+            f"\nload: {len(model.tweets):,} distinct held-out tweets; each run: {WARMUP_S} s "
+            f"warm-up, then {duration} s measured",
+            flush=True,
+        )
+        for connections in concurrencies:
             for server in servers:
                 run_wrk(server, bodies[server.name], script, connections, WARMUP_S)
+                before = cache_counters(server)
                 result = run_wrk(server, bodies[server.name], script, connections, duration)
-                results[server.name][connections] = result
+                after = cache_counters(server)
+                if after is not None and before is not None:
+                    totals = measured.cache_measured.setdefault(server.name, {})
+                    for cache, (lookups, misses) in after.items():
+                        seen = before.get(cache, (0, 0))
+                        sums = totals.setdefault(cache, [0, 0])
+                        sums[0] += lookups - seen[0]
+                        sums[1] += misses - seen[1]
+                measured.results[server.name][connections] = result
                 print_result(server.name, connections, result)
-    return results
+        for server in servers:
+            counters = cache_counters(server)
+            if counters is not None:
+                measured.cache_total[server.name] = counters
+        checked = next((s for s in servers if s.name in LOOPLINES), None)
+        if lean_check and checked is not None:
+            measured.lean = check_lean_path(checked, model)
+    return measured
 
 
 def write_bodies(server: Server, model: Model, work: Path) -> Path:
@@ -527,11 +662,71 @@ def write_bodies(server: Server, model: Model, work: Path) -> Path:
     return bodies
 
 
+_CACHE_SAMPLE = re.compile(
+    r"^loopline_lean_cache_(lookups|misses)_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$"
+)
+
+
+def cache_counters(server: Server) -> dict[str, tuple[int, int]] | None:
+    """A Loopline server's lean-path cache counters ``{cache: (lookups, misses)}`` (champion)."""
+    if server.name not in LOOPLINES:
+        return None
+    found: dict[str, list[int]] = {}
+    for line in get_text(server.base_url + "/metrics").splitlines():
+        match = _CACHE_SAMPLE.match(line)
+        if match is None:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
+        if labels.get("route") != "champion":
+            continue
+        counts = found.setdefault(labels["cache"], [0, 0])
+        counts[0 if match[1] == "lookups" else 1] += int(float(match["value"]))
+    return {cache: (lookups, misses) for cache, (lookups, misses) in found.items()}
+
+
+def check_lean_path(server: Server, model: Model) -> dict[str, Any]:
+    """Every load tweet through the server (lists of LEAN_CHECK_BATCH) against the sklearn
+    pipeline's ``predict_proba``: label differences and the largest probability difference."""
+    import numpy as np
+    import pandas as pd
+
+    kind = json.loads(get_text(server.base_url + "/model"))["routes"]["champion"]["inference"]
+    pipeline = _load_sklearn(model.model_dir)
+    classes = [str(c) for c in pipeline.classes_]
+    print(f"\nlean check: {len(model.tweets):,} tweets through {server.name} ({kind})", flush=True)
+    started = time.perf_counter()
+    expected = pipeline.predict_proba(pd.DataFrame({"text": model.tweets}))
+    served = []
+    for start in range(0, len(model.tweets), LEAN_CHECK_BATCH):
+        texts = model.tweets[start : start + LEAN_CHECK_BATCH]
+        status, answer = post_json(
+            server.base_url + "/predict", {"inputs": [{"text": t} for t in texts]}, timeout=120
+        )
+        if status != 200:
+            raise BenchmarkError(f"lean check: {server.name} answered {status}: {answer!r:.300}")
+        served += [[p["probabilities"][c] for c in classes] for p in answer["predictions"]]
+    got = np.asarray(served, dtype=np.float64)
+    label_differences = int((got.argmax(axis=1) != expected.argmax(axis=1)).sum())
+    max_difference = float(np.abs(got - expected).max())
+    print(
+        f"lean check: {label_differences} label differences, largest probability difference "
+        f"{max_difference:.3g} ({time.perf_counter() - started:.0f} s)",
+        flush=True,
+    )
+    return {
+        "lean_inference": kind,
+        "lean_checked_tweets": len(model.tweets),
+        "lean_label_differences": label_differences,
+        "lean_max_proba_diff": max_difference,
+    }
+
+
 def print_result(name: str, connections: int, result: LoadResult) -> None:
     errors = f", {result.socket_errors} socket errors" if result.socket_errors else ""
+    cpu = f"  cpu {result.cpu_us_per_req:6.1f} us/req" if result.cpu_us_per_req else ""
     print(
         f"[{name}] c{connections:<3} {result.rps:8.1f} req/s"
-        f"  p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms{errors}",
+        f"  p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms{cpu}{errors}",
         flush=True,
     )
 
@@ -539,53 +734,86 @@ def print_result(name: str, connections: int, result: LoadResult) -> None:
 # --- report ------------------------------------------------------------------------------------
 
 
-def summary(results: dict[str, dict[int, LoadResult]]) -> dict[str, Any]:
-    """Flat numbers for the JSON line: rps/p50/p99 per server and concurrency, and ratios."""
+def summary(measured: Measured) -> dict[str, Any]:
+    """Flat numbers for the JSON line: per server and concurrency, ratios, lean path."""
+    results = measured.results
     out: dict[str, Any] = {}
     for name, by_c in results.items():
         for c, r in by_c.items():
             out[f"rps_{name}_c{c}"] = round(r.rps, 1)
             out[f"p50_ms_{name}_c{c}"] = round(r.p50_ms, 2)
             out[f"p99_ms_{name}_c{c}"] = round(r.p99_ms, 2)
+            if r.cpu_us_per_req is not None:
+                out[f"cpu_us_per_req_{name}_c{c}"] = round(r.cpu_us_per_req, 1)
             if r.socket_errors:
                 out[f"socket_errors_{name}_c{c}"] = r.socket_errors
-    for other in ("mlflow", "bentoml", "trivial"):
-        if "loopline" not in results or other not in results:
-            continue
-        for c in CONCURRENCIES:
-            ours, theirs = results["loopline"][c].rps, results[other][c].rps
-            out[f"ratio_vs_{other}_c{c}"] = round(ours / theirs, 3) if theirs else None
+    for ours, prefix in (("loopline", "ratio_vs"), ("loopline_nolog", "ratio_nolog_vs")):
+        for other in ("mlflow", "bentoml", "raw_asgi", "trivial"):
+            if ours not in results or other not in results:
+                continue
+            for c in results[ours]:
+                theirs = results[other].get(c)
+                if theirs is not None:
+                    ratio = results[ours][c].rps / theirs.rps if theirs.rps else None
+                    out[f"{prefix}_{other}_c{c}"] = None if ratio is None else round(ratio, 3)
+    for name, caches in measured.cache_measured.items():
+        for cache, (lookups, misses) in caches.items():
+            out[f"lean_cache_hit_rate_{cache}_{name}"] = _hit_rate(lookups, misses)
+    for name, caches in measured.cache_total.items():
+        for cache, (lookups, misses) in caches.items():
+            out[f"lean_cache_hit_rate_{cache}_{name}_whole_run"] = _hit_rate(lookups, misses)
+            out[f"lean_cache_lookups_{cache}_{name}_whole_run"] = lookups
+    out.update(measured.lean)
     return out
 
 
-def print_table(results: dict[str, dict[int, LoadResult]]) -> None:
-    header = f"{'server':<10}" + "".join(
-        f" | {'c' + str(c) + ' req/s':>11} {'p50 ms':>8} {'p99 ms':>8}" for c in CONCURRENCIES
+def _hit_rate(lookups: int, misses: int) -> float | None:
+    return round(1 - misses / lookups, 4) if lookups else None
+
+
+def print_table(results: dict[str, dict[int, LoadResult]], concurrencies: list[int]) -> None:
+    header = f"{'server':<15}" + "".join(
+        f" | {'c' + str(c) + ' req/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'cpu us':>7}"
+        for c in concurrencies
     )
     print("\n" + header + "\n" + "-" * len(header))
     for name, by_c in results.items():
         cells = "".join(
-            f" | {by_c[c].rps:>11.1f} {by_c[c].p50_ms:>8.1f} {by_c[c].p99_ms:>8.1f}"
-            for c in CONCURRENCIES
+            f" | {by_c[c].rps:>11.1f} {by_c[c].p50_ms:>7.1f} {by_c[c].p99_ms:>7.1f}"
+            f" {by_c[c].cpu_us_per_req or 0:>7.1f}"
+            for c in concurrencies
         )
-        print(f"{name:<10}{cells}")
+        print(f"{name:<15}{cells}")
 
 
 def print_ratios(numbers: dict[str, Any]) -> None:
     """Loopline over each other server, with the issue's targets."""
-    targets = {"mlflow": 8.0, "bentoml": 3.0, "trivial": 0.5}
-    ratios = [k for k in numbers if k.startswith("ratio_vs_")]
+    ratios = [k for k in numbers if k.startswith(("ratio_vs_", "ratio_nolog_vs_"))]
     if ratios:
         print("\nloopline req/s over the other server's (target):")
     for key in ratios:
-        other, c = key.removeprefix("ratio_vs_").rsplit("_c", 1)
-        value, target = numbers[key], targets[other]
-        judged = c != "1" and (other != "trivial" or c == "16")
-        verdict = ("met" if value >= target else "MISSED") if judged else "info"
-        print(f"  vs {other:<8} c{c:<3} {value:7.2f}x  (>= {target}x: {verdict})")
+        ours = "loopline (log off)" if key.startswith("ratio_nolog") else "loopline"
+        other, c = key.split("_vs_", 1)[1].rsplit("_c", 1)
+        value = numbers[key]
+        judged = (other, int(c)) in JUDGED and ours == "loopline"
+        verdict = "info"
+        if judged and value is not None:
+            verdict = f">= {TARGETS[other]}x: " + ("met" if value >= TARGETS[other] else "MISSED")
+        shown = "  n/a  " if value is None else f"{value:7.2f}x"
+        print(f"  {ours:<18} vs {other:<9} c{c:<3} {shown}  ({verdict})")
     if "p99_ms_loopline_c16" in numbers:
         p99 = numbers["p99_ms_loopline_c16"]
         print(f"  loopline p99 at c16 {p99:.1f} ms  (< 25 ms: {'met' if p99 < 25 else 'MISSED'})")
+    hits = {k: v for k, v in numbers.items() if k.startswith("lean_cache_hit_rate_")}
+    for key, value in hits.items():
+        print(f"  {key}: {value}")
+    if "lean_label_differences" in numbers:
+        differences = numbers["lean_label_differences"]
+        print(
+            f"  lean path vs scikit-learn on {numbers['lean_checked_tweets']:,} tweets: "
+            f"{differences} label differences ({'met' if differences == 0 else 'MISSED'}), "
+            f"largest probability difference {numbers['lean_max_proba_diff']:.3g}"
+        )
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -599,7 +827,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--duration", type=int, default=12, help="seconds of load per server and concurrency"
     )
+    parser.add_argument(
+        "--concurrency",
+        default=",".join(map(str, CONCURRENCIES)),
+        help="comma-separated wrk connection counts (default: 1,16,64)",
+    )
     parser.add_argument("--rows", type=int, default=40_000, help="training rows")
+    parser.add_argument(
+        "--load-tweets",
+        type=int,
+        default=0,
+        help="distinct held-out tweets the load rotates over (default: all of them; a figure "
+        f"needs at least {MIN_LOAD_TWEETS:,})",
+    )
+    parser.add_argument(
+        "--no-lean-check",
+        action="store_true",
+        help="skip checking the lean path against scikit-learn on the whole load set",
+    )
     parser.add_argument(
         "--workdir",
         type=Path,
@@ -611,6 +856,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.servers = [s for s in SERVERS if s in requested]  # always in the table's order
     if unknown or not args.servers:
         parser.error(f"--only: unknown server(s) {unknown}; choose from {', '.join(SERVERS)}")
+    try:
+        args.concurrencies = sorted({int(c) for c in args.concurrency.split(",") if c.strip()})
+    except ValueError:
+        parser.error("--concurrency: comma-separated integers, e.g. 1,16,64")
+    if not args.concurrencies or min(args.concurrencies) < 1:
+        parser.error("--concurrency: at least one count, each >= 1")
     return args
 
 
@@ -620,7 +871,25 @@ def machine_line() -> str:
     return f"{now:%Y-%m-%d %H:%M:%S %Z}, {os.cpu_count()} cores, load average {load}"
 
 
+def tool_versions(bento_bin: Path | None, load_start: list[float]) -> dict[str, Any]:
+    """The machine (cores, load averages) and the versions of everything compared."""
+    tools = ["loopline", "mlflow-skinny", "mlflow", "uvicorn", "httptools", "uvloop"]
+    tools += ["fastapi", "starlette", "orjson", "scikit-learn", "numpy", "scipy", "pyarrow"]
+    info = machine_info(load_start, tools)
+    if bento_bin is not None:  # BentoML's own virtualenv, its HTTP stack named as such
+        there = versions(
+            ["bentoml", "uvicorn", "httptools", "uvloop", "starlette"], bento_bin / "python"
+        )
+        info["versions"]["bentoml"] = there.pop("bentoml")
+        info["versions"].update({f"{name} (bentoml-venv)": v for name, v in there.items()})
+    done = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    words = (done.stdout + done.stderr).split()
+    info["versions"]["wrk"] = words[1] if len(words) > 1 and words[0] == "wrk" else None
+    return info
+
+
 def main(argv: list[str] | None = None) -> int:
+    load_start = start_load()
     args = parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install -y wrk", file=sys.stderr)
@@ -632,23 +901,37 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     started = machine_line()
     print(f"start: {started}\nscratch folder: {work}", flush=True)
-    model = prepare_model(work, args.rows)
+    model = prepare_model(work, args.rows, args.load_tweets)
+    if len(model.tweets) < MIN_LOAD_TWEETS:
+        print(
+            f"WARNING: the load rotates over {len(model.tweets):,} tweets, fewer than "
+            f"{MIN_LOAD_TWEETS:,}: not a valid figure",
+            flush=True,
+        )
     bento_bin = ensure_bentoml_venv(work) if "bentoml" in args.servers else None
     servers = server_specs(model, args.servers, bento_bin)
-    results = measure_all(servers, model, work, args.duration)
+    measured = measure_all(
+        servers, model, work, args.duration, args.concurrencies, not args.no_lean_check
+    )
     # Only a successful run cleans up: after a failure the servers' logs stay for reading.
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
-    numbers = summary(results)
-    print_table(results)
+    numbers = summary(measured)
+    print_table(measured.results, args.concurrencies)
     print_ratios(numbers)
     ended = machine_line()
     print(f"\nend: {ended}; {args.duration} s per run, wrk -t{WRK_THREADS}, one worker per server")
     meta = {
         "duration_s": args.duration,
+        "warmup_s": WARMUP_S,
+        "wrk_threads": WRK_THREADS,
+        "train_rows": model.train_rows,
+        "load_tweets": len(model.tweets),
         "model_version": model.version,
+        "http": {server.name: server.http for server in servers},
         "start": started,
         "end": ended,
+        "machine": tool_versions(bento_bin, load_start),
     }
     print(json.dumps({**numbers, **meta}))
     return 0

@@ -202,15 +202,16 @@ def test_full_queue_drops_and_counts_instead_of_blocking() -> None:
         results = [logger.log(record(i)) for i in range(10)]
         logger.flush(timeout_s=0)  # hand the first batch to the (stuck) writer now
         assert sink.entered.wait(5)
-        started = time.perf_counter()
         results += [logger.log(record(i)) for i in range(10, 1_000)]
-        elapsed = time.perf_counter() - started
+        # All 990 calls returned while the writer was still stuck in the sink: none of
+        # them waited on it.
+        stuck = not sink.release.is_set() and sink.written == [] and logger.written == 0
     finally:
         sink.release.set()
         logger.close()
+    assert stuck
     # The batch in the writer's hands still counts: memory holds at most max_queue records.
     assert sum(results) == 100 and logger.dropped == 900
-    assert elapsed < 2.0  # 990 calls against a stuck writer: none of them waited on it
     assert len(sink.written) == logger.written == 100
 
 
@@ -233,9 +234,7 @@ def test_close_gives_up_on_a_dead_sink_and_counts_the_loss() -> None:
     logger.retry_initial_s = 0.01
     logger.start()
     assert all(logger.log(record(i)) for i in range(20))
-    started = time.perf_counter()
-    logger.close(timeout_s=0.3)
-    assert time.perf_counter() - started < 5
+    logger.close(timeout_s=0.3)  # returns although the sink never recovers
     assert logger.lost == 20 and logger.written == 0 and logger.failures >= 1
     assert logger.log(record(99)) is False and logger.dropped == 1
     logger.close()  # idempotent

@@ -47,10 +47,10 @@ import os
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack, cast
 
 import orjson
@@ -58,7 +58,7 @@ from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from loopline.errors import LooplineError
 from loopline.serve.admin import add_admin_routes, add_feedback_route
@@ -72,7 +72,12 @@ from loopline.serve.http import (
     loc_error,
 )
 from loopline.serve.inference import build_predictor, column_types, probe_columns
-from loopline.serve.metrics import ServeMetrics, multiprocess_mode
+from loopline.serve.metrics import (
+    DeferredMetrics,
+    LeanCacheCollector,
+    ServeMetrics,
+    multiprocess_mode,
+)
 from loopline.serve.routing import (
     CANARY_ROUTE,
     CHAMPION_ROUTE,
@@ -159,7 +164,12 @@ class ModelServerApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Dispatch ``POST /predict`` to the fast path, everything else to FastAPI."""
         fast_path = self.predict_fast_path
-        if fast_path is not None and _is_predict_request(scope):
+        if (
+            fast_path is not None
+            and scope["type"] == "http"
+            and scope["method"] == "POST"
+            and _route_path(scope) == PREDICT_PATH
+        ):
             await fast_path(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
@@ -185,35 +195,61 @@ class PredictFastPath:
         metrics = service.metrics
         self._seconds = metrics.request_seconds.labels(PREDICT_PATH)
         self._count_by_status: dict[int, Any] = {}
+        self._deferred = service.deferred
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        wanted = _predict_headers(scope)
-        headers: list[tuple[bytes, bytes]] = []
+        declared = api_key = given_id = request_key = None
+        for name, value in scope["headers"]:  # the few headers /predict reads
+            if name == b"content-length":
+                declared = value
+            elif name == b"x-request-id":
+                given_id = value.decode("latin-1")
+            elif name == b"x-request-key":
+                request_key = value.decode("latin-1")
+            elif name == b"x-api-key":
+                api_key = value.decode("latin-1")
+        service = self.service
         try:
-            body, request_id = await self.service.answer(
-                lambda: self._read_body(receive, wanted.get("content-length")),
-                wanted.get("x-api-key"),
-                wanted.get("x-request-id"),
-                wanted.get("x-request-key"),
-                started,
-            )
+            if service.api_keys:
+                service.check_api_key(api_key)
+            request_id = _request_id(given_id)
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body = message.get("body", b"")  # the whole body in one message (usual)
+                self._check_size(declared, len(body))
+            else:
+                body = await self._read_body(receive, declared, message)
+            future, per_model, rows, batch = service.submit(body, request_id, request_key, started)
+            try:
+                results = await future
+            except asyncio.CancelledError:
+                raise service.timed_out() from None
+            body = service.finish(per_model, request_id, results, rows, batch)
             status = 200
-            headers.append((b"x-request-id", request_id.encode()))
+            headers = [
+                (b"x-request-id", request_id.encode()),
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ]
         except ApiError as exc:
             status = exc.status
             body = orjson.dumps({"error": exc.error, "detail": exc.detail})
-            headers.extend((k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items())
+            headers = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
+            headers.append((b"content-type", b"application/json"))
+            headers.append((b"content-length", b"%d" % len(body)))
         except _ClientGone:
             self._record(499, started)  # nginx's code for "client closed the request"
             return
         except Exception as exc:
             log.exception("POST /predict failed")
             status = 500
-            message = f"internal server error ({type(exc).__name__}); see the server log"
-            body = orjson.dumps({"error": message, "detail": []})
-        headers.append((b"content-type", b"application/json"))
-        headers.append((b"content-length", str(len(body)).encode()))
+            message_text = f"internal server error ({type(exc).__name__}); see the server log"
+            body = orjson.dumps({"error": message_text, "detail": []})
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ]
         try:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
@@ -225,11 +261,13 @@ class PredictFastPath:
         if counter is None:
             counter = self.service.metrics.requests.labels(PREDICT_PATH, "POST", str(status))
             self._count_by_status[status] = counter
-        counter.inc()
-        self._seconds.observe(time.perf_counter() - started)
+        deferred = self._deferred
+        deferred.inc(counter)
+        deferred.observe(self._seconds, time.perf_counter() - started)
 
-    async def _read_body(self, receive: Receive, declared: str | None) -> bytes:
-        """The whole body, refusing more than ``max_body_bytes`` before reading it all."""
+    def _check_size(self, declared: bytes | None, size: int) -> None:
+        """A declared Content-Length must be a number; neither it nor the body may pass the
+        limit."""
         if declared is not None:
             try:
                 length = int(declared)
@@ -237,10 +275,16 @@ class PredictFastPath:
                 raise ApiError(400, "Content-Length header is not a valid integer") from None
             if length > self.max_body_bytes:
                 raise self._too_large()
+        if size > self.max_body_bytes:
+            raise self._too_large()
+
+    async def _read_body(self, receive: Receive, declared: bytes | None, message: Message) -> bytes:
+        """The whole body from its first ``message`` on, refusing more than
+        ``max_body_bytes`` before reading it all."""
+        self._check_size(declared, 0)
         chunks = []
         size = 0
         while True:
-            message = await receive()
             if message["type"] == "http.disconnect":
                 raise _ClientGone
             chunk = message.get("body", b"")
@@ -250,38 +294,15 @@ class PredictFastPath:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            message = await receive()
 
     def _too_large(self) -> ApiError:
         message = f"request body is larger than the limit of {self.max_body_bytes} bytes"
         return ApiError(413, message, [loc_error(["body"], message, "body_too_large")])
 
 
-_PREDICT_HEADERS = {
-    b"content-length": "content-length",
-    b"x-api-key": "x-api-key",
-    b"x-request-id": "x-request-id",
-    b"x-request-key": "x-request-key",
-}
-
-
-def _predict_headers(scope: Scope) -> dict[str, str]:
-    """The few request headers /predict reads (ASGI header names are lower-case bytes)."""
-    found = {}
-    for key, value in scope["headers"]:
-        name = _PREDICT_HEADERS.get(key)
-        if name is not None:
-            found[name] = value.decode("latin-1")
-    return found
-
-
-def _is_predict_request(scope: Scope) -> bool:
-    """Whether an ASGI scope is a ``POST /predict`` (the path taken below any root path)."""
-    return (
-        scope["type"] == "http" and scope["method"] == "POST" and _route_path(scope) == PREDICT_PATH
-    )
-
-
 def _route_path(scope: Scope) -> str:
+    """The request's path below any root path."""
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
     return path[len(root) :] if root and path.startswith(root) else path
@@ -349,15 +370,15 @@ class _InputSpec:
         a pydantic model per item; anything else goes through pydantic, which accepts the
         same bodies and explains what is wrong with the others.
         """
-        if not body.strip():
-            raise ApiError(
-                400,
-                f"request body is empty; {self.shape_hint()}",
-                [loc_error(["body"], "empty body", "json_invalid")],
-            )
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
+            if not body.strip():
+                raise ApiError(
+                    400,
+                    f"request body is empty; {self.shape_hint()}",
+                    [loc_error(["body"], "empty body", "json_invalid")],
+                ) from None
             message = f"request body is not valid JSON ({exc})"
             raise ApiError(400, message, [loc_error(["body"], str(exc), "json_invalid")]) from exc
         fast = self._fast(payload)
@@ -471,31 +492,117 @@ def _validation_api_error(exc: ValidationError, prefix: list[Any], batch: bool) 
 # --- scoring ---------------------------------------------------------------------------------
 
 
-def _format_predictions(proba: np.ndarray, classes: list[str]) -> list[dict[str, Any]]:
+class _Predictions(list[dict[str, Any]]):
+    """One ``{"label", "probabilities"}`` dict per row (what the answers carry), with the
+    batch's ``labels`` and probability matrix ``proba`` (what the prediction log reads)."""
+
+    __slots__ = ("labels", "proba")
+
+    def __init__(self, rows: Iterable[dict[str, Any]], labels: list[str], proba: Any) -> None:
+        super().__init__(rows)
+        self.labels = labels
+        self.proba = proba
+
+
+def _format_predictions(proba: np.ndarray, classes: list[str]) -> _Predictions:
     """One ``{"label", "probabilities"}`` dict per row; ``tolist`` turns numpy floats into
     plain floats in one C call instead of one conversion per cell."""
-    best = proba.argmax(axis=1).tolist()
-    return [
-        {"label": classes[index], "probabilities": dict(zip(classes, row, strict=True))}
-        for index, row in zip(best, proba.tolist(), strict=True)
-    ]
+    labels = [classes[index] for index in proba.argmax(axis=1).tolist()]
+    rows = (
+        {"label": label, "probabilities": dict(zip(classes, row, strict=True))}
+        for label, row in zip(labels, proba.tolist(), strict=True)
+    )
+    return _Predictions(rows, labels, proba)
 
 
-@dataclass(frozen=True, slots=True)
-class _RequestMeta:
-    """What the prediction log needs to know about a request in a batch."""
-
-    request_id: str
-    started: float  # perf_counter() when the request arrived
-    batch: bool  # a list request: each row gets "<request_id>.<index>"
+# What the prediction log needs to know about a request in a batch: its request id, the
+# perf_counter() when it arrived, and whether it is a list request (each row gets
+# "<request_id>.<index>"). A plain tuple: one is made per request.
+_RequestMeta = tuple[str, float, bool]
 
 
-@dataclass(frozen=True, slots=True)
 class _PerModel:
-    """What the routes keep for each served model."""
+    """What the routes keep for each served model: its input spec, its child of the
+    routed-requests counter (``labels()`` costs per request), and the part of its answers
+    that never changes, serialized once."""
 
-    spec: _InputSpec
-    answered: Any  # its child of the routed-requests counter (labels() costs per request)
+    __slots__ = ("_identity", "answered", "spec")
+
+    def __init__(self, spec: _InputSpec, answered: Any, served: ServedModel) -> None:
+        self.spec = spec
+        self.answered = answered
+        identity = {"model_name": served.name, "model_version": served.version}
+        # '"model_name":...,"model_version":...,"route":...' without the braces
+        self._identity = orjson.dumps({**identity, "route": served.route})[1:-1]
+
+    def answer(self, request_id: str, results: list[dict[str, Any]], batch: bool) -> bytes:
+        """The JSON answer: ``{"request_id", "model_name", "model_version", "route",
+        "prediction"}``, or ``"predictions"`` with an id per item for a list request."""
+        if batch:
+            predictions = orjson.dumps(
+                [{"request_id": f"{request_id}.{i}", **result} for i, result in enumerate(results)]
+            )
+            key = b',"predictions":'
+        else:
+            predictions = orjson.dumps(results[0])
+            key = b',"prediction":'
+        return b"".join(
+            (
+                b'{"request_id":',
+                orjson.dumps(request_id),
+                b",",
+                self._identity,
+                key,
+                predictions,
+                b"}",
+            )
+        )
+
+
+class _Deadlines:
+    """Cancels the futures of requests not answered within ``timeout_s``, with one timer.
+
+    A timer per request (``loop.call_later``) showed in profiles; requests time out in the
+    order they arrived, so one timer armed for the oldest outstanding request does. Answered
+    requests leave the queue from its head as they finish (mostly in order), so it holds
+    little more than the requests in flight.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._queue: deque[tuple[float, asyncio.Future[Any]]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop | None) -> None:
+        """Cancel ``future`` (on ``loop``, where it was created) if it is not done in time."""
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # another loop (a test client's): start afresh there
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._queue.clear()
+            self._loop = loop
+        queue = self._queue
+        while queue and queue[0][1].done():
+            queue.popleft()
+        queue.append((loop.time() + self.timeout_s, future))
+        if self._timer is None:
+            self._timer = loop.call_at(queue[0][0], self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        loop = self._loop
+        assert loop is not None
+        queue = self._queue
+        now = loop.time()
+        while queue and (queue[0][1].done() or queue[0][0] <= now):
+            _, future = queue.popleft()
+            if not future.done():
+                future.cancel()
+        if queue:
+            self._timer = loop.call_at(queue[0][0], self._expire)
 
 
 class PredictionService:
@@ -511,6 +618,9 @@ class PredictionService:
         self.metrics = metrics
         self.prediction_log = prediction_log
         self.timeout_s = options["timeout_ms"] / 1000.0
+        self.deadlines = _Deadlines(self.timeout_s)
+        # Per-request metrics, added to Prometheus once per event loop iteration.
+        self.deferred = DeferredMetrics()
         self.api_keys = [key.encode() for key in options["api_keys"] if key]
         self.router: Router  # set by create_app once the slots exist
         self.served: dict[int, _PerModel] = {}  # id(ServedModel) -> what the routes need
@@ -566,6 +676,7 @@ class PredictionService:
                 list(loaded.input_columns), column_types(loaded), options["max_items"]
             ),
             self.metrics.routed.labels(route, loaded.info.version),
+            served,
         )
         self.metrics.model_info.labels(loaded.info.name, loaded.info.version, route).set(1)
         log.info(
@@ -587,43 +698,74 @@ class PredictionService:
     def _log_hook(
         self, loaded: LoadedModel, route: str
     ) -> Callable[[list[BatchItem]], None] | None:
-        """Writes each answered row of a batch to the prediction log (in the worker thread)."""
+        """Writes the answered rows of a batch to the prediction log (after the answers went
+        out, in the worker thread or the event loop), as one columnar
+        :class:`~loopline.core.predlog.PredictionBatch`: one lock and no per-row objects."""
         logger = self.prediction_log
         if logger is None:
             return None
-        from loopline.core.predlog import PredictionRecord
+        from loopline.core.predlog import PredictionBatch
 
         name, version = loaded.info.name, loaded.info.version
         columns = list(loaded.input_columns)
+        classes = [str(c) for c in loaded.classes]
         dropped = self.metrics.log_dropped
 
         def write(batch: list[BatchItem]) -> None:
             done = time.perf_counter()
-            now = datetime.now(UTC)
-            lost = 0
-            for item in batch:
-                if item.future is not None and item.future.cancelled():
-                    continue  # timed out: the client got a 504, not this prediction
-                meta: _RequestMeta = item.meta
-                waited = done - meta.started
-                latency_ms = waited * 1000.0
-                ts = now - timedelta(seconds=waited)  # when the request arrived
-                for index, result in enumerate(item.results):
-                    record = PredictionRecord(
-                        request_id=f"{meta.request_id}.{index}" if meta.batch else meta.request_id,
-                        ts=ts,
-                        model_name=name,
-                        model_version=version,
-                        route=route,
-                        inputs={c: item.columns[i][index] for i, c in enumerate(columns)},
-                        label=result["label"],
-                        probabilities=result["probabilities"],
-                        latency_ms=latency_ms,
-                    )
-                    if not logger.log(record):
-                        lost += 1
-            if lost:
-                dropped.inc(lost)
+            now_us = time.time_ns() // 1000
+            answered = [i for i in batch if i.future is None or not i.future.cancelled()]
+            if not answered:
+                return  # all timed out: the clients got 504s, not these predictions
+            metas = [item.meta for item in answered]
+            waits = [done - started for _, started, _ in metas]
+            if not any(is_batch for _, _, is_batch in metas):  # single items (the usual)
+                ids = [request_id for request_id, _, _ in metas]
+                ts_us = [now_us - int(waited * 1_000_000) for waited in waits]
+                latency_ms = [waited * 1000.0 for waited in waits]
+            else:
+                ids, ts_us, latency_ms = [], [], []
+                for item, (request_id, _, is_batch), waited in zip(
+                    answered, metas, waits, strict=True
+                ):
+                    rows = item.rows
+                    if is_batch:
+                        ids.extend([f"{request_id}.{index}" for index in range(rows)])
+                    else:
+                        ids.append(request_id)
+                    ts_us.extend([now_us - int(waited * 1_000_000)] * rows)  # arrival
+                    latency_ms.extend([waited * 1000.0] * rows)
+            predictions = getattr(batch, "results", None)
+            if len(answered) == len(batch) and isinstance(predictions, _Predictions):
+                # Every row of the model call: its columns and probability matrix as they are.
+                # (The lists are the batch's own: nothing changes them once it is scored.)
+                values = list(getattr(batch, "columns", ()))
+                labels = predictions.labels
+                proba = predictions.proba
+                probabilities = {c: proba[:, j].tolist() for j, c in enumerate(classes)}
+            else:
+                values = [[] for _ in columns]
+                results: list[dict[str, Any]] = []
+                for item in answered:
+                    for target, column in zip(values, item.columns, strict=True):
+                        target.extend(column)
+                    results.extend(item.results)
+                labels = [result["label"] for result in results]
+                found = [result["probabilities"] for result in results]
+                probabilities = {c: [p[c] for p in found] for c in classes}
+            record = PredictionBatch(
+                name,
+                version,
+                route,
+                ids,
+                ts_us,
+                dict(zip(columns, values, strict=True)),
+                labels,
+                probabilities,
+                latency_ms,
+            )
+            if not logger.log_batch(record):
+                dropped.inc(len(ids))
 
         return write
 
@@ -656,15 +798,27 @@ class PredictionService:
             self.check_api_key(api_key)
         request_id = _request_id(request_id_header)
         body = await read_body()
-        slot = self.router.choose(request_key)
-        # From here to submit() there is no await: the request is queued on the model that
-        # is current now, and its answer names that model even if a swap follows.
-        served = slot.current
+        future, per_model, rows, batch = self.submit(body, request_id, request_key, started)
+        try:
+            results = await future
+        except asyncio.CancelledError:
+            raise self.timed_out() from None
+        return self.finish(per_model, request_id, results, rows, batch), request_id
+
+    def submit(
+        self, body: bytes, request_id: str, request_key: str | None, started: float
+    ) -> tuple[asyncio.Future[list[Any]], _PerModel, int, bool]:
+        """Parse ``body``, route it and queue it on the chosen model (no await: the request
+        is queued on the model that is current now, and its answer names that model even
+        if a swap follows). Returns the future of its results, the model's route data, the
+        row count and whether it is a list request."""
+        served = self.router.choose(request_key).current
         per_model = self.served[id(served)]
         columns, rows, batch = per_model.spec.parse(body)
-        meta = _RequestMeta(request_id, started, batch)
+        meta: _RequestMeta = (request_id, started, batch)
+        batcher = served.batcher
         try:
-            future = served.batcher.submit(columns, rows, meta)
+            future = batcher.submit(columns, rows, meta)
         except (QueueFull, BatcherClosed) as exc:
             self.metrics.rejected.labels("queue_full").inc()
             raise ApiError(
@@ -672,38 +826,33 @@ class PredictionService:
                 f"the server is at capacity ({exc}); retry shortly",
                 headers={"Retry-After": "1"},
             ) from None
-        self._shadow(columns, rows, meta, served)
-        # A bare timer that cancels the future: a fraction of asyncio.timeout()'s cost, which
-        # showed in profiles at thousands of requests per second.
-        timer = asyncio.get_running_loop().call_later(self.timeout_s, future.cancel)
-        try:
-            results = await future
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # the request itself is being cancelled, not timed out
-            self.metrics.rejected.labels("timeout").inc()
-            raise ApiError(
-                504, f"the model did not answer within {self.options['timeout_ms']} ms"
-            ) from None
-        finally:
-            timer.cancel()
-        per_model.answered.inc()
+        if self.router.shadow is not None:
+            self._shadow(columns, rows, meta, served)
+        self.deadlines.watch(future, batcher.loop)
+        return future, per_model, rows, batch
+
+    def timed_out(self) -> ApiError:
+        """The 504 for a request whose future was cancelled by its deadline (re-raises the
+        cancellation when it is the request itself that is being cancelled)."""
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError  # the request itself is being cancelled
+        self.metrics.rejected.labels("timeout").inc()
+        return ApiError(504, f"the model did not answer within {self.options['timeout_ms']} ms")
+
+    def finish(
+        self,
+        per_model: _PerModel,
+        request_id: str,
+        results: list[dict[str, Any]],
+        rows: int,
+        batch: bool,
+    ) -> bytes:
+        """Count an answered request and render its JSON answer."""
+        self.deferred.inc(per_model.answered)
         if self.recent is not None:
             self.recent.add(request_id, rows if batch else 0)
-        answer: dict[str, Any] = {
-            "request_id": request_id,
-            "model_name": served.name,
-            "model_version": served.version,
-            "route": served.route,
-        }
-        if batch:
-            answer["predictions"] = [
-                {"request_id": f"{request_id}.{i}", **result} for i, result in enumerate(results)
-            ]
-        else:
-            answer["prediction"] = results[0]
-        return orjson.dumps(answer), request_id
+        return per_model.answer(request_id, results, batch)
 
     def _shadow(
         self, columns: list[list[Any]], rows: int, meta: _RequestMeta, served: ServedModel
@@ -907,10 +1056,19 @@ def create_app(
         return JSONBytesResponse(_model_description(router))
 
     @app.get("/metrics")
-    def prometheus_metrics() -> Response:
+    async def prometheus_metrics() -> Response:
         """Prometheus text exposition (summed over worker processes)."""
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        service.deferred.flush()  # on the event loop, where the requests are counted
+        text = await asyncio.to_thread(metrics.render)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
+    metrics.add_local(
+        LeanCacheCollector(
+            lambda: [
+                (slot.route, slot.current.version, slot.current.predictor) for slot in router.slots
+            ]
+        )
+    )
     app.predict_fast_path = PredictFastPath(service, opts["max_body_bytes"])
     # Added last = outermost: metrics also count the 413s that the size limit answers.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=opts["max_body_bytes"])
@@ -960,6 +1118,7 @@ def _lifespan(service: PredictionService, poll_interval_s: float) -> Callable[[F
             for slot in slots:
                 for served in slot.all_models():
                     await served.batcher.aclose()
+            service.deferred.flush()
             if service.prediction_log is not None:
                 await asyncio.to_thread(service.prediction_log.close)
             if multiprocess_mode():

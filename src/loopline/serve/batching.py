@@ -28,10 +28,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BatchItem", "BatcherClosed", "MicroBatcher", "QueueFull"]
+__all__ = ["Batch", "BatchItem", "BatcherClosed", "MicroBatcher", "QueueFull"]
 
 Columns = Sequence[Sequence[Any]]
 
@@ -50,16 +50,47 @@ class BatcherClosed(Exception):
     """The batcher was closed (its model was swapped out or the server is stopping)."""
 
 
-@dataclass(slots=True)
 class BatchItem:
-    """One request inside a batch: its input columns, row count, caller data and results."""
+    """One request inside a batch: its input columns, row count, caller data and results
+    (filled once its batch is scored).
 
-    columns: Columns
-    rows: int
-    meta: Any
-    future: asyncio.Future[list[Any]] | None
-    submitted: float = field(default_factory=time.perf_counter)
-    results: list[Any] = field(default_factory=list)
+    A plain class with slots: one is made per request, and a dataclass's generated
+    ``__init__`` with default factories cost several times as much.
+    """
+
+    __slots__ = ("columns", "future", "meta", "results", "rows")
+
+    def __init__(
+        self,
+        columns: Columns,
+        rows: int,
+        meta: Any,
+        future: asyncio.Future[list[Any]] | None,
+    ) -> None:
+        self.columns = columns
+        self.rows = rows
+        self.meta = meta
+        self.future = future
+        self.results: list[Any] = _NO_RESULTS
+
+    def __repr__(self) -> str:
+        return f"BatchItem(rows={self.rows}, meta={self.meta!r})"
+
+
+_NO_RESULTS: list[Any] = []  # shared until the batch is scored; never appended to
+
+
+class Batch(list[BatchItem]):
+    """The items of one model call, as ``after_batch`` gets them, with the call's input
+    ``columns`` (every item's rows, in order) and everything ``predict`` returned for them
+    (``results``): a hook can read the whole batch at once when no caller gave up."""
+
+    __slots__ = ("columns", "results")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.columns: Columns = ()
+        self.results: Sequence[Any] = ()
 
 
 class MicroBatcher:
@@ -68,7 +99,8 @@ class MicroBatcher:
     Args:
         predict: scores a batch given as one sequence per input column; returns one result
             per row, in order. Runs in the worker thread (or inline, see ``run_inline``).
-        after_batch: called after ``predict`` with the batch's items (results filled),
+        after_batch: called after ``predict`` with the batch's items (results filled; a
+            :class:`Batch`, which also holds the call's columns and all its results),
             *after* their callers were answered, e.g. to write a prediction log; a slow
             ``after_batch`` delays the next batch, never a response.
         on_batch: called after ``predict`` with (rows, seconds) of each model call.
@@ -111,6 +143,7 @@ class MicroBatcher:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0  # the thread that runs _loop
         self._pending: deque[BatchItem] = deque()
         self._pending_rows = 0
         self._busy = False
@@ -152,7 +185,18 @@ class MicroBatcher:
             return False
         return True
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop of the latest request (None before the first)."""
+        return self._loop
+
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        # A thread runs one loop at a time: if the bound loop runs in this thread, it is the
+        # running one. This skips asyncio.get_running_loop(), which makes a getpid() system
+        # call each time (CPython 3.11), on every request.
+        if loop is not None and self._loop_thread == threading.get_ident() and loop.is_running():
+            return loop
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             # A new loop (e.g. a test client that runs each request in its own loop) may
@@ -161,6 +205,7 @@ class MicroBatcher:
                 raise RuntimeError("a MicroBatcher is in use by another event loop")
             self._loop = loop
             self._idle = None
+        self._loop_thread = threading.get_ident()
         return loop
 
     def _enqueue(self, item: BatchItem) -> None:
@@ -194,7 +239,7 @@ class MicroBatcher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        batch: list[BatchItem] = []
+        batch = Batch()
         rows = 0
         while self._pending:
             item = self._pending[0]
@@ -243,10 +288,16 @@ class MicroBatcher:
             results = self._predict(job.columns)
             if len(results) != rows:
                 raise RuntimeError(f"the model returned {len(results)} results for {rows} rows")
+            batch.columns = job.columns
+            batch.results = results
             offset = 0
             for item in batch:
-                item.results = list(results[offset : offset + item.rows])
-                offset += item.rows
+                size = item.rows
+                if size == 1:
+                    item.results = [results[offset]]
+                else:
+                    item.results = list(results[offset : offset + size])
+                offset += size
         except Exception as exc:  # every caller of the batch gets the error
             error = exc
         seconds = time.perf_counter() - started
@@ -319,7 +370,7 @@ class MicroBatcher:
 class _Job:
     """A batch handed to scoring: its items, row count and concatenated input columns."""
 
-    batch: list[BatchItem]
+    batch: Batch
     rows: int
     columns: Columns
     inline: bool  # scored on the event loop, not in the worker thread

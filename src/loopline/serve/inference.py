@@ -23,6 +23,7 @@ ONNX (skl2onnx + onnxruntime) was measured and is not used: see the notes at the
 
 from __future__ import annotations
 
+import html
 import logging
 from array import array
 from collections.abc import Callable, Sequence
@@ -231,12 +232,19 @@ class LinearTextPredictor:
     ``vectorizer.transform`` counts each document's n-grams in a Python dict and sorts every
     row's indices; for tweet-sized texts that, not the model, is most of the time of a small
     batch. This path gets each document's vocabulary indices from the fitted vectorizer's own
-    tokenization (``char_wb`` n-grams cached per word; decoding and preprocessing done once
-    per text for vectorizers that share them), then counts and weights the whole batch at
-    once: one ``np.unique`` over ``row * n_features + column`` keys gives the same sorted
-    CSR entries as sklearn, and count, sublinear tf, idf, row norm and ``X @ coef.T +
-    intercept`` follow in sklearn's order and dtypes, so the probabilities are bit-for-bit
-    those of the pipeline. :func:`build_predictor` still checks that before using it.
+    tokenization (``char_wb`` n-grams cached per word, word n-grams looked up by token tuple;
+    decoding and preprocessing done once per text for vectorizers that share them, and a
+    negation-marking preprocessor applied to the text its sibling already normalised), then
+    counts and weights the whole batch at once: one sort of ``row * n_features + column``
+    keys over the vectorizers that weight alike gives the same sorted CSR entries as
+    sklearn, and count, sublinear tf, idf and row norm (per vectorizer) follow in sklearn's
+    order and dtypes. The decision function ``X @ coef.T + intercept`` is then accumulated
+    entry by entry in the stacked matrix's column order and in the dtype scipy computes it
+    in (``np.add.at`` in float32, ``np.bincount`` in float64), without building a sparse
+    matrix, so the probabilities are bit-for-bit those of the pipeline.
+    :func:`build_predictor` still checks that before using it.
+
+    :meth:`cache_stats` counts the look-ups and misses of the per-word and per-token caches.
     """
 
     kind = "linear-text"
@@ -254,9 +262,30 @@ class LinearTextPredictor:
             self._blocks.append(block)
             offset += block.width
         self._n_features = offset
-        self._coef_t = classifier.coef_.T
-        self._intercept = classifier.intercept_
+        # Consecutive vectorizers that weight alike are counted and weighted together.
+        self._groups: list[_TfidfGroup | _DenseBlock] = []
+        for block in self._blocks:
+            last = self._groups[-1] if self._groups else None
+            if isinstance(block, _DenseBlock):
+                self._groups.append(block)
+            elif isinstance(last, _TfidfGroup) and last.accepts(block):
+                last.add(block)
+            else:
+                self._groups.append(_TfidfGroup(block, offset))
+        # The stacked matrix has the blocks' common dtype; X @ coef.T is computed in the
+        # common dtype of that and the coefficients (float32 for the sentiment model).
+        self._x_dtype = np.result_type(*(block.dtype for block in self._blocks))
+        self._dtype = np.result_type(self._x_dtype, classifier.coef_.dtype)
+        coef = np.asarray(classifier.coef_, dtype=self._dtype)
+        self._coef = coef[0] if coef.shape[0] == 1 else np.ascontiguousarray(coef.T)
+        self._intercept = np.asarray(classifier.intercept_)
         self._binary = len(classifier.classes_) <= 2
+        # A block whose prepared text derives from another block's (negation marking on top
+        # of the same normalisation) reuses it only when a sibling prepares that text anyway.
+        keys = {block.prepare_key for block in self._blocks}
+        for block in self._blocks:
+            if isinstance(block, _TfidfBlock) and block.derived_from not in keys:
+                block.derived_from = None
 
     @classmethod
     def from_model(cls, model: Any, input_columns: Sequence[str]) -> LinearTextPredictor | None:
@@ -294,57 +323,200 @@ class LinearTextPredictor:
         """Up to :data:`QUICK_TEXT_CHARS` characters of text: ~2.5 ms on the 2-core machine
         for word + char TF-IDF, ~4 ms with the sentiment default's negation marking and
         lexicon scores (~110 tweets, measured under load)."""
-        return sum(len(text) for column in columns for text in column) <= QUICK_TEXT_CHARS
+        return sum(sum(map(len, column)) for column in columns) <= QUICK_TEXT_CHARS
+
+    def cache_stats(self) -> dict[str, tuple[int, int]]:
+        """``{cache: (lookups, misses)}`` of the per-word and per-token caches since the
+        model was loaded: ``char_wb`` (words, over the ``char_wb`` vectorizers) and
+        ``lexicon`` (tokens of a dense scorer with a per-token cache)."""
+        stats: dict[str, tuple[int, int]] = {}
+        for block in self._blocks:
+            for name, (lookups, misses) in block.cache_stats().items():
+                seen = stats.get(name, (0, 0))
+                stats[name] = (seen[0] + lookups, seen[1] + misses)
+        return stats
 
     def predict_proba(self, columns: Columns) -> np.ndarray:
-        """Vectorize, stack, and apply the linear model (see the class docstring)."""
-        from scipy import sparse
+        """Vectorize, accumulate ``X @ coef.T + intercept``, apply the link function."""
         from scipy.special import expit
         from sklearn.utils.extmath import softmax
 
-        rows = len(columns[0])
+        n = len(columns[0])
         prepared: dict[tuple[Any, ...], list[str]] = {}
-        entries = []
-        for block in self._blocks:
-            texts = prepared.get(block.prepare_key)
-            if texts is None:
-                prepare = block.prepare
-                texts = prepared[block.prepare_key] = [prepare(t) for t in columns[block.column]]
-            entries.append(block.entries(texts, self._n_features))
-        keys, values = entries[0]
-        if len(entries) > 1:
-            keys = np.concatenate([k for k, _ in entries])
-            values = np.concatenate([v for _, v in entries])
-            # Each block's keys are sorted and the blocks' column ranges follow each other,
-            # so a stable sort by key only interleaves the rows.
-            order = np.argsort(keys, kind="stable")
-            keys, values = keys[order], values[order]
-        row_of, column = np.divmod(keys, self._n_features)
-        indptr = np.zeros(rows + 1, dtype=np.int32)
-        np.cumsum(np.bincount(row_of, minlength=rows), out=indptr[1:])
-        features = sparse.csr_array(
-            (values, column.astype(np.int32), indptr), shape=(rows, self._n_features)
-        )
-        scores = features @ self._coef_t + self._intercept
-        if scores.ndim > 1 and scores.shape[1] == 1:
-            scores = scores.reshape(-1)
+        coef = self._coef
+        rows_parts = []
+        terms_parts = []
+        for group in self._groups:
+            if isinstance(group, _DenseBlock):
+                rows, cols, values = group.entries(_prepared(group, columns, prepared))
+            else:
+                texts = [_prepared(block, columns, prepared) for block in group.blocks]
+                rows, cols, values = group.entries(texts, n)
+            if rows.size:
+                values = values.astype(self._x_dtype, copy=False).astype(self._dtype, copy=False)
+                rows_parts.append(rows)
+                terms_parts.append(
+                    values * coef[cols] if coef.ndim == 1 else values[:, None] * coef[cols]
+                )
+        shape = (n,) if coef.ndim == 1 else (n, coef.shape[1])
+        if not rows_parts:
+            scores = np.zeros(shape, dtype=self._dtype)
+        else:
+            rows = rows_parts[0] if len(rows_parts) == 1 else np.concatenate(rows_parts)
+            terms = terms_parts[0] if len(terms_parts) == 1 else np.concatenate(terms_parts)
+            # Groups in column order, each group's entries by row then column: every row's
+            # terms come in the column order scipy's csr_matvec adds them in, one by one.
+            if coef.ndim == 1 and self._dtype == np.float64:
+                scores = np.bincount(rows, weights=terms, minlength=n)
+            else:
+                scores = np.zeros(shape, dtype=self._dtype)
+                np.add.at(scores, rows, terms)
+        scores += self._intercept
         if not self._binary:
             return np.asarray(softmax(scores, copy=False))
         proba = expit(scores, out=scores)
-        if proba.ndim == 1:
-            return np.stack([1 - proba, proba], axis=1)
-        # One-vs-rest with more columns than classes cannot happen for a binary model.
-        raise AssertionError("unexpected score shape for a binary model")
+        out = np.empty((n, 2), dtype=proba.dtype)
+        out[:, 1] = proba
+        np.subtract(1, proba, out=out[:, 0])
+        return out
+
+
+def _prepared(
+    block: _TfidfBlock | _DenseBlock, columns: Columns, prepared: dict[tuple[Any, ...], list[str]]
+) -> list[str]:
+    """The block's prepared texts: shared with siblings that prepare alike, and built on a
+    sibling's when the block's preprocessing only adds a last step to it."""
+    texts = prepared.get(block.prepare_key)
+    if texts is not None:
+        return texts
+    if isinstance(block, _TfidfBlock) and block.derived_from is not None:
+        base = prepared.get(block.derived_from)
+        if base is None:
+            prepare_base = block.prepare_base
+            base = prepared[block.derived_from] = [prepare_base(t) for t in columns[block.column]]
+        post = block.post
+        texts = [post(t) for t in base]
+    else:
+        prepare = block.prepare
+        texts = [prepare(t) for t in columns[block.column]]
+    prepared[block.prepare_key] = texts
+    return texts
+
+
+_NO_ENTRIES = (np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp))
+
+
+class _TfidfGroup:
+    """Consecutive vectorizers that count and weight alike (dtype, binary, tf-idf, sublinear
+    tf, norm): their n-grams are counted with one sort and weighted together, each block's
+    rows normalised on their own as the ColumnTransformer's blocks are."""
+
+    def __init__(self, block: _TfidfBlock, n_features: int) -> None:
+        self.blocks = [block]
+        self.n_features = n_features
+        self.settings = block.settings
+        self.dtype = block.dtype
+        vectorizer = block.vectorizer
+        self.binary = bool(vectorizer.binary)
+        self.tfidf = block.tfidf
+        self.sublinear = self.tfidf and bool(vectorizer.sublinear_tf)
+        self.norm = vectorizer.norm if self.tfidf else None
+        self._idf: np.ndarray | None = None
+        self._starts = np.array([block.offset], dtype=np.intp)
+
+    def accepts(self, block: _TfidfBlock) -> bool:
+        """Whether ``block`` weights like this group's blocks (and follows the last one)."""
+        last = self.blocks[-1]
+        return block.settings == self.settings and block.offset == last.offset + last.width
+
+    def add(self, block: _TfidfBlock) -> None:
+        self.blocks.append(block)
+        self._starts = np.array([b.offset for b in self.blocks], dtype=np.intp)
+        self._idf = None
+
+    def _idf_by_column(self) -> np.ndarray | None:
+        """The idf of every column of the group (1 for a block without idf), or None."""
+        if self._idf is None and any(block.idf is not None for block in self.blocks):
+            ones = np.ones
+            self._idf = np.concatenate(
+                [
+                    block.idf if block.idf is not None else ones(block.width, self.dtype)
+                    for block in self.blocks
+                ]
+            ).astype(self.dtype, copy=False)
+        return self._idf
+
+    def entries(self, texts: list[list[str]], n: int) -> tuple[np.ndarray, ...]:
+        """Rows, columns (in the stacked matrix) and values of the group's non-zero entries,
+        by row then column, computed as each vectorizer's ``transform`` does (same steps,
+        order and dtype)."""
+        blocks = self.blocks
+        if len(blocks) == 1:
+            indices = blocks[0].indices
+            found = [indices(text) for text in texts[0]]
+        else:
+            per_block = [
+                [b.indices(text) for text in t] for b, t in zip(blocks, texts, strict=True)
+            ]
+            found = [b"".join(parts) for parts in zip(*per_block, strict=True)]
+        flat = np.frombuffer(b"".join(found), dtype=np.intc)
+        if not flat.size:
+            return (*_NO_ENTRIES, np.zeros(0, dtype=self.dtype))
+        lengths = np.fromiter(map(len, found), dtype=np.intp, count=n)
+        lengths //= flat.itemsize
+        width = self.n_features
+        keys = np.arange(0, n * width, width, dtype=np.intp).repeat(lengths)
+        keys += flat
+        keys = keys[flat >= 0]  # -1: not in the vocabulary
+        if not keys.size:
+            return (*_NO_ENTRIES, np.zeros(0, dtype=self.dtype))
+        keys.sort()
+        # The distinct keys and how often each occurs (np.unique's result, in fewer calls).
+        new = np.empty(keys.size, dtype=bool)
+        new[0] = True
+        np.not_equal(keys[1:], keys[:-1], out=new[1:])
+        first = new.nonzero()[0]
+        counts = np.empty(first.size, dtype=self.dtype)
+        np.subtract(first[1:], first[:-1], out=counts[:-1], casting="unsafe")
+        counts[-1] = keys.size - first[-1]
+        rows, columns = np.divmod(keys[first], width)
+        values = counts
+        if self.binary:
+            values.fill(1)
+        if not self.tfidf:
+            return rows, columns, values
+        if self.sublinear:
+            np.log(values, values)
+            values += 1.0
+        idf = self._idf_by_column()
+        if idf is not None:
+            values *= idf[columns - blocks[0].offset]
+        if self.norm is None:
+            return rows, columns, values
+        # sklearn's inplace_csr_row_normalize_l1/l2, per block: sums in double, in index order.
+        terms = np.abs(values) if self.norm == "l1" else values * values
+        groups = rows
+        if len(blocks) > 1:
+            groups = rows * len(blocks) + (self._starts.searchsorted(columns, "right") - 1)
+        norms = np.bincount(groups, weights=terms, minlength=n * len(blocks))
+        if self.norm == "l2":
+            np.sqrt(norms, out=norms)
+        norms[norms == 0.0] = 1.0  # rows without features stay as they are
+        values = (values / norms[groups]).astype(self.dtype, copy=False)
+        return rows, columns, values
 
 
 class _TfidfBlock:
     """One fitted vectorizer's columns of the stacked feature matrix.
 
     ``prepare`` decodes and preprocesses a text; vectorizers with the same ``prepare_key``
-    (input column, decoding and preprocessing settings) share its result. ``indices`` gives
-    the vocabulary indices of a prepared text's features, with repeats, as packed C ints
-    (-1 for a feature not in the vocabulary): joining bytes and reading them with
-    ``np.frombuffer`` costs far less than converting a Python int per feature.
+    (input column, decoding and preprocessing settings) share its result, and a vectorizer
+    whose preprocessor is a known composition (see :func:`_derived`: the sentiment model's
+    ``normalize_tweet_negated`` is ``mark_negation`` after ``normalize_tweet``) applies only
+    its last step (``post``) to a sibling's result (``derived_from``). ``indices`` gives the
+    column indices in the stacked matrix of a prepared text's features, with repeats, as
+    packed C ints (-1 for a feature not in the vocabulary): joining bytes and reading them
+    with ``np.frombuffer`` costs far less than converting a Python int per feature.
     """
 
     def __init__(self, vectorizer: _Vectorizer, offset: int) -> None:
@@ -355,10 +527,28 @@ class _TfidfBlock:
         transformer = vectorizer.transformer
         self.vectorizer = transformer
         self.width = len(transformer.vocabulary_)
+        self.dtype = np.dtype(transformer.dtype)
         self.tfidf = isinstance(transformer, TfidfVectorizer)
+        self.idf: np.ndarray | None = (
+            transformer.idf_ if self.tfidf and transformer.use_idf else None
+        )
+        self.settings = (
+            self.dtype,
+            bool(transformer.binary),
+            self.tfidf,
+            self.tfidf and bool(transformer.sublinear_tf),
+            transformer.norm if self.tfidf else None,
+        )
         self.prepare_key: tuple[Any, ...]
         self.prepare: Callable[[str], str]
         self.indices: Callable[[str], bytes]
+        self.derived_from: tuple[Any, ...] | None = None
+        self.prepare_base: Callable[[str], str] = str
+        self.post: Callable[[str], str] = str
+        # Vocabulary indices shifted to the block's columns in the stacked matrix.
+        vocabulary = transformer.vocabulary_
+        if offset:
+            vocabulary = {term: index + offset for term, index in vocabulary.items()}
         analyzer = transformer.analyzer
         if analyzer == "word" or (
             analyzer == "char_wb" and callable(getattr(transformer, "_char_wb_ngrams", None))
@@ -366,58 +556,58 @@ class _TfidfBlock:
             decode = transformer.decode
             preprocess = transformer.build_preprocessor()
             self.prepare = lambda doc: preprocess(decode(doc))
-            # What the decoder and the default preprocessor read; callables are compared by
-            # identity (a custom preprocessor is one function object once both vectorizers
-            # are unpickled).
-            self.prepare_key = (
-                self.column,
-                transformer.input,
-                transformer.encoding,
-                transformer.decode_error,
-                transformer.lowercase,
-                _identity(transformer.strip_accents),
-                _identity(transformer.preprocessor),
-            )
-            words = _WordNgrams if analyzer == "word" else _WordCachedCharNgrams
-            self.indices = words(transformer)
+            self.prepare_key = _prepare_key(self.column, transformer)
+            derived = _derived(self.column, transformer)
+            if derived is not None:
+                self.derived_from, base_prepare, self.post = derived
+                self.prepare_base = lambda doc: base_prepare(decode(doc))
+            if analyzer == "word":
+                self.indices = _WordNgrams(transformer, vocabulary)
+            else:
+                self.indices = _WordCachedCharNgrams(transformer, vocabulary)
         else:  # "char" or a callable analyzer: its own analyzer does everything
             analyze = transformer.build_analyzer()
-            get = transformer.vocabulary_.get
+            get = vocabulary.get
             self.prepare = str
             self.prepare_key = (self.column, "as is")
             self.indices = lambda text: array("i", map(get, analyze(text), repeat(-1))).tobytes()
 
-    def entries(self, texts: list[str], n_features: int) -> tuple[np.ndarray, np.ndarray]:
-        """The block's non-zero entries for ``texts``: sorted ``row * n_features + column``
-        keys (``column`` counted in the stacked matrix) and their values, computed as
-        ``vectorizer.transform`` does (same steps, order and dtype)."""
-        vectorizer = self.vectorizer
-        found = [self.indices(text) for text in texts]
-        lengths = np.fromiter(map(len, found), dtype=np.int64, count=len(found))
-        flat = np.frombuffer(b"".join(found), dtype=np.intc)
-        starts = np.arange(len(found), dtype=np.int64) * n_features + self.offset
-        keys = np.repeat(starts, lengths // flat.itemsize) + flat
-        keys, counts = np.unique(keys[flat >= 0], return_counts=True)
-        values = counts.astype(vectorizer.dtype)
-        if vectorizer.binary:
-            values.fill(1)
-        if not self.tfidf or not keys.size:
-            return keys, values
-        row_of, column = np.divmod(keys, n_features)
-        if vectorizer.sublinear_tf:
-            np.log(values, values)
-            values += 1.0
-        if vectorizer.use_idf:
-            values *= vectorizer.idf_[column - self.offset]
-        if vectorizer.norm is not None:
-            # sklearn's inplace_csr_row_normalize_l1/l2: sums in double, in index order.
-            terms = np.abs(values) if vectorizer.norm == "l1" else values * values
-            norms = np.bincount(row_of, weights=terms, minlength=len(texts))
-            if vectorizer.norm == "l2":
-                np.sqrt(norms, out=norms)
-            norms[norms == 0.0] = 1.0  # rows without features stay as they are
-            values = (values / norms[row_of]).astype(vectorizer.dtype, copy=False)
-        return keys, values
+    def cache_stats(self) -> dict[str, tuple[int, int]]:
+        """The per-word cache's ``(lookups, misses)``, if this vectorizer has one."""
+        indices = self.indices
+        if isinstance(indices, _WordCachedCharNgrams):
+            return {"char_wb": (indices.lookups, indices.misses)}
+        return {}
+
+
+def _prepare_key(column: int, vectorizer: Any) -> tuple[Any, ...]:
+    """What the decoder and the preprocessor read; callables are compared by identity (a
+    custom preprocessor is one function object once both vectorizers are unpickled). With
+    a custom preprocessor, sklearn ignores ``lowercase`` and ``strip_accents``."""
+    decoding = (column, vectorizer.input, vectorizer.encoding, vectorizer.decode_error)
+    if vectorizer.preprocessor is not None:
+        return (*decoding, _identity(vectorizer.preprocessor))
+    return (*decoding, vectorizer.lowercase, _identity(vectorizer.strip_accents), None)
+
+
+def _derived(
+    column: int, vectorizer: Any
+) -> tuple[tuple[Any, ...], Callable[[str], str], Callable[[str], str]] | None:
+    """(prepare key of the base, base preprocessor, last step) when the vectorizer's
+    preprocessor is a known composition of the text model's (:mod:`loopline.train.text`):
+    ``normalize_tweet_negated`` is ``mark_negation`` after ``normalize_tweet``, and
+    ``lowercase_negated`` is ``mark_negation`` after ``str.lower``, which is what the default
+    preprocessor does with ``lowercase=True`` and no accent stripping. None otherwise."""
+    from loopline.train import text
+
+    preprocessor = vectorizer.preprocessor
+    decoding = (column, vectorizer.input, vectorizer.encoding, vectorizer.decode_error)
+    if preprocessor is text.normalize_tweet_negated:
+        base = text.normalize_tweet
+        return (*decoding, _identity(base)), base, text.mark_negation
+    if preprocessor is text.lowercase_negated:
+        return (*decoding, True, None, None), str.lower, text.mark_negation
+    return None
 
 
 class _DenseBlock:
@@ -425,7 +615,8 @@ class _DenseBlock:
 
     Its ``score_texts`` gives the same array (same values and dtype) ``transform`` gives the
     ColumnTransformer, whose sparse stacking keeps the non-zero entries row by row; this
-    returns those entries as keys and values, like :meth:`_TfidfBlock.entries`.
+    returns those entries like :meth:`_TfidfBlock.entries`. A scorer with a per-token cache
+    (``LexiconScores``) has its look-ups and misses counted (see :class:`_TokenCacheCounter`).
     """
 
     def __init__(self, vectorizer: _Vectorizer, offset: int) -> None:
@@ -433,17 +624,94 @@ class _DenseBlock:
         self.offset = offset
         self.scorer = vectorizer.transformer
         self.width = len(self.scorer.get_feature_names_out())
+        # The dtype its scores (and so the ColumnTransformer's block) have.
+        self.dtype = np.asarray(self.scorer.score_texts(list(PROBE_TEXTS[:1]))).dtype
         self.prepare_key: tuple[Any, ...] = (self.column, "as is")
         self.prepare: Callable[[str], str] = str
+        self._counter = _TokenCacheCounter.for_scorer(self.scorer)
 
-    def entries(self, texts: list[str], n_features: int) -> tuple[np.ndarray, np.ndarray]:
-        """Sorted ``row * n_features + column`` keys of the non-zero scores, and the scores."""
+    def cache_stats(self) -> dict[str, tuple[int, int]]:
+        """The scorer's per-token cache ``(lookups, misses)``, if it has one."""
+        counter = self._counter
+        return {} if counter is None else {"lexicon": (counter.lookups, counter.misses)}
+
+    def entries(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows, columns (in the stacked matrix) and values of the non-zero scores."""
+        counter = self._counter
+        if counter is not None:
+            counter.before(texts)
         dense = np.asarray(self.scorer.score_texts(texts))
+        if counter is not None:
+            counter.after()
         if dense.shape != (len(texts), self.width):
             raise ValueError(f"scorer gave shape {dense.shape} for {len(texts)} texts")
-        rows, columns = np.nonzero(dense)  # row-major: already in key order
-        keys = rows.astype(np.int64) * n_features + (columns + self.offset)
-        return keys, dense[rows, columns]
+        rows, columns = dense.nonzero()  # row-major: already in column order per row
+        values = dense[rows, columns]
+        if self.offset:
+            columns += self.offset
+        return rows, columns, values
+
+
+class _TokenCacheCounter:
+    """Counts a ``LexiconScores``-like scorer's per-token cache look-ups and misses.
+
+    The scorer looks up each whitespace-separated token of a text (after unescaping HTML
+    entities and spelling out emoji) in its ``_cache`` dict, adding the tokens it misses
+    while the cache holds fewer than ``max_cached_tokens``. Look-ups are counted by
+    splitting the texts the same way (~0.2 us a tweet), misses by the cache's growth; once
+    the cache is full nothing is added, and a token is counted as a miss when it is not in
+    the cache before the batch is scored.
+    """
+
+    def __init__(self, scorer: Any) -> None:
+        self.scorer = scorer
+        self.lookups = 0
+        self.misses = 0
+        self._size = 0
+        self._full = False
+
+    @classmethod
+    def for_scorer(cls, scorer: Any) -> _TokenCacheCounter | None:
+        """A counter when the scorer has that cache (the sentiment model's lexicon)."""
+        has_cache = "_cache" in getattr(type(scorer), "__annotations__", {})
+        if has_cache and hasattr(scorer, "emojis_") and hasattr(scorer, "max_cached_tokens"):
+            return cls(scorer)
+        return None
+
+    def _tokens(self, text: Any) -> list[str]:
+        if not isinstance(text, str):
+            text = str(text)
+        if "&" in text:
+            text = html.unescape(text)
+        if not text.isascii():
+            emojis = self.scorer.emojis_
+            text = "".join(f" {emojis[c]} " if c in emojis else c for c in text)
+        return text.split()
+
+    def before(self, texts: list[str]) -> None:
+        cache = self.scorer.__dict__.get("_cache")
+        size = 0 if cache is None else len(cache)
+        self._full = size >= self.scorer.max_cached_tokens
+        self._size = size
+        tokens = self._tokens
+        if not self._full:
+            self.lookups += sum(
+                len(text.split())
+                if type(text) is str and text.isascii() and "&" not in text
+                else len(tokens(text))
+                for text in texts
+            )
+            return
+        assert cache is not None
+        for text in texts:  # a full cache adds nothing: count what is not in it
+            found = tokens(text)
+            self.lookups += len(found)
+            self.misses += sum(1 for token in found if token not in cache)
+
+    def after(self) -> None:
+        if not self._full:
+            cache = self.scorer.__dict__.get("_cache")
+            self.misses += (0 if cache is None else len(cache)) - self._size
 
 
 def _is_dense_scorer(transformer: Any) -> bool:
@@ -458,14 +726,32 @@ def _identity(setting: Any) -> Any:
     return id(setting) if callable(setting) else setting
 
 
-class _WordNgrams:
-    """Vocabulary indices of a ``word`` vectorizer's n-grams of a preprocessed text."""
+# Token patterns whose tokens never hold a space (word characters and apostrophes only):
+# sklearn's default and the sentiment model's. For them an n-gram "a b" is the token tuple
+# ("a", "b"), so word n-grams are looked up by tuple, without joining strings.
+_SPACELESS_TOKEN_PATTERNS = frozenset({r"(?u)\b\w\w+\b", r"(?u)\b\w[\w']*\b"})
 
-    def __init__(self, vectorizer: Any) -> None:
+
+class _WordNgrams:
+    """Column indices (``vocabulary``) of a ``word`` vectorizer's n-grams of a preprocessed
+    text."""
+
+    def __init__(self, vectorizer: Any, vocabulary: dict[str, int]) -> None:
         self._tokenize = vectorizer.build_tokenizer()
         self._stop_words = vectorizer.get_stop_words()
         self._min_n, self._max_n = vectorizer.ngram_range
-        self._get = vectorizer.vocabulary_.get
+        self._get = vocabulary.get
+        # n-grams (n >= 2) by token tuple, when tokens cannot contain the joining space.
+        self._tuples: Callable[..., Any] | None = None
+        if (
+            self._max_n > 1
+            and vectorizer.tokenizer is None
+            and vectorizer.token_pattern in _SPACELESS_TOKEN_PATTERNS
+        ):
+            by_tuple = {
+                tuple(term.split(" ")): index for term, index in vocabulary.items() if " " in term
+            }
+            self._tuples = by_tuple.get
 
     def __call__(self, text: str) -> bytes:
         tokens = self._tokenize(text)
@@ -476,39 +762,57 @@ class _WordNgrams:
         # in the vocabulary (dropped in numpy, cheaper than testing each one here).
         for n in range(self._min_n, min(self._max_n, len(tokens)) + 1):
             # The shifted slices differ in length; zip stops at the last complete n-gram.
-            shifted = (tokens[i:] for i in range(n))
-            grams = tokens if n == 1 else map(" ".join, zip(*shifted, strict=False))
-            found.extend(map(self._get, grams, repeat(-1)))
+            if n == 1:
+                found.extend(map(self._get, tokens, repeat(-1)))
+                continue
+            shifted = zip(*(tokens[i:] for i in range(n)), strict=False)
+            if self._tuples is not None:
+                found.extend(map(self._tuples, shifted, repeat(-1)))
+            else:
+                found.extend(map(self._get, map(" ".join, shifted), repeat(-1)))
         return found.tobytes()
 
 
 class _WordCachedCharNgrams:
-    """Vocabulary indices of a ``char_wb`` vectorizer's n-grams, cached per word.
+    """Column indices (``vocabulary``) of a ``char_wb`` vectorizer's n-grams, cached per word.
 
     ``char_wb`` n-grams never cross a word boundary, so a document's features are the
     concatenation of its words' features: computing each distinct word once (words repeat
     heavily across texts) gives exactly the same counts as the analyzer, far cheaper. The
-    cache holds at most ``max_words`` words, so memory stays bounded.
+    cache holds at most ``max_words`` words, so memory stays bounded. ``lookups`` and
+    ``misses`` count the words looked up and those computed.
     """
 
-    def __init__(self, vectorizer: Any, max_words: int = 200_000) -> None:
+    def __init__(
+        self, vectorizer: Any, vocabulary: dict[str, int], max_words: int = 200_000
+    ) -> None:
         self._word_ngrams = vectorizer._char_wb_ngrams
-        self._get = vectorizer.vocabulary_.get
+        self._get = vocabulary.get
         self._cache: dict[str, bytes] = {}
         self._max_words = max_words
+        self.lookups = 0
+        self.misses = 0
 
     def __call__(self, text: str) -> bytes:
         cache = self._cache
-        found = []
         # sklearn first collapses runs of white space, which split() makes moot.
-        for word in text.split():
-            indices = cache.get(word)
-            if indices is None:
-                indices = array("i", map(self._get, self._word_ngrams(word), repeat(-1))).tobytes()
-                if len(cache) < self._max_words:
-                    cache[word] = indices
-            found.append(indices)
-        return b"".join(found)
+        words = text.split()
+        self.lookups += len(words)
+        found = [cache.get(word) for word in words]
+        if None in found:
+            for i, indices in enumerate(found):
+                if indices is None:
+                    word = words[i]
+                    cached = cache.get(word)  # the same word earlier in this text
+                    found[i] = cached if cached is not None else self._miss(word)
+        return b"".join(found)  # type: ignore[arg-type]
+
+    def _miss(self, word: str) -> bytes:
+        self.misses += 1
+        indices = array("i", map(self._get, self._word_ngrams(word), repeat(-1))).tobytes()
+        if len(self._cache) < self._max_words:
+            self._cache[word] = indices
+        return indices
 
 
 def build_predictor(loaded: LoadedModel) -> Predictor:
