@@ -48,6 +48,17 @@ def test_unknown_run_id_is_a_user_error(tmp_path: Path) -> None:
         store.get_run("nope")
 
 
+def test_a_run_id_is_a_prefix_not_a_pattern(tmp_path: Path) -> None:
+    store = MetadataStore(f"sqlite:///{tmp_path / 'm.db'}")
+    first = store.start_run("p", {}, None, None, "threads")
+    store.start_run("p", {}, None, None, "threads")
+    assert store.get_run(first[:6])["id"] == first
+    with pytest.raises(LooplineError, match="no run id given"):
+        store.get_run("")
+    with pytest.raises(LooplineError, match="no run with id '%'"):
+        store.get_run("%")  # LIKE's wildcard matched every run before
+
+
 def test_unreachable_database_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="cannot open the metadata store"):
         MetadataStore("postgresql://nobody@127.0.0.1:1/none")

@@ -262,14 +262,25 @@ class MetadataStore:
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         """One run with its step runs and their inputs/outputs; accepts an id prefix."""
+        if not run_id.strip():
+            raise LooplineError(
+                "no run id given",
+                hint="pass a run id or its first characters (`loopline runs list`)",
+            )
         with self.engine.connect() as conn:
             matches = conn.execute(
-                sa.select(schema.runs).where(schema.runs.c.id.like(f"{run_id}%")).limit(2)
+                sa.select(schema.runs)
+                .where(schema.runs.c.id.startswith(run_id, autoescape=True))
+                .limit(2)
             ).all()
-            if len(matches) != 1:
-                found = "no run" if not matches else "several runs"
+            if not matches:
                 raise LooplineError(
-                    f"{found} with id {run_id!r}", hint="see `loopline runs list` for run ids"
+                    f"no run with id {run_id!r}", hint="see `loopline runs list` for run ids"
+                )
+            if len(matches) > 1:
+                raise LooplineError(
+                    f"several runs have ids starting with {run_id!r}",
+                    hint="give more characters of the id (`loopline runs list` shows them)",
                 )
             run = dict(matches[0]._mapping)
             run["status"] = _effective_status(run)
