@@ -150,6 +150,16 @@ def sentiment140_rows(shared_data: Path, per_class: int, skip: int = 0) -> pd.Da
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_a_new_project_on_generated_data_ends_with_a_champion(name: str, tmp_path: Path) -> None:
+    """What a new user sees first: `init` without --data, then `run`: a served champion,
+    not a model that fails the template's own gate."""
+    done = loopline("init", "project", "--template", name, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run_pipeline(tmp_path / "project", name)
+
+
+@pytest.mark.slow
 def test_sentiment_template_on_real_tweets(init: Any, shared_data: Path, tmp_path: Path) -> None:
     data = tmp_path / "tweets.csv"
     sentiment140_rows(shared_data, 3_000).to_csv(data, index=False)
