@@ -339,6 +339,34 @@ def test_quick_batches_run_on_the_event_loop_and_others_in_the_worker_thread() -
     assert threads["a much longer text"] != loop_thread
 
 
+def test_an_inline_batch_takes_in_the_requests_queued_before_the_loop_comes_to_it() -> None:
+    calls: list[list[str]] = []
+
+    def echo(columns: Sequence[Sequence[str]]) -> list[str]:
+        calls.append(list(columns[0]))
+        return [text.upper() for text in columns[0]]
+
+    async def scenario() -> list[list[str]]:
+        # max_wait_us=0: the first request dispatches at once, yet the 9 submitted in the
+        # same loop iteration still share its model call (the thread path would not wait).
+        batcher = MicroBatcher(echo, run_inline=lambda columns: True, max_wait_us=0)
+        futures = [batcher.submit([[f"r{i}"]], 1) for i in range(10)]
+        answers = await asyncio.gather(*futures)
+        # A batch formed with nobody left waiting (all timed out) leaves the batcher idle.
+        gone = batcher.submit([["gone"]], 1)
+        gone.cancel()
+        await asyncio.sleep(0)
+        assert await batcher.submit([["next"]], 1) == ["NEXT"]
+        await batcher.aclose()
+        return [list(answer) for answer in answers]
+
+    answers = asyncio.run(scenario())
+
+    assert answers == [[f"R{i}"] for i in range(10)]
+    assert calls[0] == [f"r{i}" for i in range(10)]
+    assert calls[1:] == [["next"]]
+
+
 @pytest.mark.parametrize("inline", [False, True], ids=["thread", "inline"])
 def test_a_failing_hook_is_logged_and_later_batches_are_still_answered(
     inline: bool, caplog: pytest.LogCaptureFixture
