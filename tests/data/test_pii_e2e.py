@@ -17,11 +17,12 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+from pydantic import BaseModel, ConfigDict, Field
 
 from loopline.config import Settings, load_settings
 from loopline.core.metadata import MetadataStore
 from loopline.data.pii import PiiMasker, load_policy
-from loopline.data.pii_stores import audit_project, raw_pii_left, raw_values
+from loopline.data.pii_stores import audit_project, find_values, raw_pii_left, raw_values
 from loopline.label.queue import LabelQueue
 
 pytestmark = pytest.mark.slow
@@ -155,3 +156,90 @@ def test_no_raw_personal_value_reaches_any_store_on_the_batch_path(
 def _grep(root: Path, text: str) -> list[Path]:
     needle = text.encode()
     return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+class AwsEvent(BaseModel):
+    """The AWS sample's rows as a stream carries them (any other field kept as sent)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    EVENT_ID: str
+    order_price: float = Field(ge=0)
+
+
+def test_no_raw_personal_value_reaches_any_store_on_the_stream_path(
+    fraud_project: Settings, shared_data: Path
+) -> None:
+    """The same file through a Redis stream into the consumer: decisions, prediction log,
+    dead letters (one malformed, one against the schema, both full of personal data);
+    then every byte stored, the streams included, is searched for every raw value."""
+    import asyncio
+    import uuid
+
+    import numpy as np
+    import redis
+    from sklearn.linear_model import LogisticRegression
+
+    from loopline.core.predlog import open_prediction_logger
+    from loopline.stream import open_sink, open_source
+    from loopline.stream.consumer import Consumer
+    from loopline.stream.decisions import DecisionLog
+    from loopline.stream.message import encode_body
+
+    settings = fraud_project
+    raw = pd.read_csv(shared_data / TRANSACTIONS)
+    policy = load_policy("aws-transactions")
+    stream = f"pii-e2e-{uuid.uuid4().hex[:10]}"
+    url = f"redis://127.0.0.1:6379/0?stream={stream}"
+    config = settings.project_root / "loopline.yaml"
+    config.write_text(
+        # the dead letters are Loopline's; the input stream is the producer's (raw by design)
+        config.read_text()
+        + f"  redis_url: redis://127.0.0.1:6379/0\n  stream_prefix: '{stream}:dead'\n"
+    )
+    settings = load_settings(settings.project_root)
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        rows = raw.head(300).astype(object).where(raw.head(300).notna(), None)
+        records = rows.to_dict("records")
+        bad = {**records[0], "EVENT_ID": "bad-1", "order_price": -1.0}
+        bodies = [encode_body(r) for r in records]
+        bodies += [encode_body(bad), encode_body(records[1])[:-20]]  # schema, malformed
+
+        async def send() -> None:
+            async with open_sink(url) as sink:
+                await sink.send(bodies)
+
+        asyncio.run(send())
+        model = LogisticRegression().fit(
+            np.array([[5.0], [50.0], [500.0], [900.0]]), np.array([0, 0, 1, 1])
+        )
+        masker = PiiMasker(policy, (settings.project_root / "pii.key").read_text())
+        assert settings.metadata_url
+        log = DecisionLog(settings.metadata_url, source=stream, model_name="aws", model_version="1")
+        predictions = open_prediction_logger(settings)
+        consumer = Consumer(
+            open_source(url, batch_size=64),
+            model=model,
+            columns=["order_price"],
+            decisions=log,
+            masker=masker,
+            schema=AwsEvent,
+            id_field="EVENT_ID",
+            prediction_log=predictions,
+        )
+        asyncio.run(consumer.run(idle_timeout=0.5))
+        consumer.close()
+        predictions.close()
+
+        assert (consumer.stats.decided, consumer.stats.dead_lettered) == (300, 2)
+        assert client.xlen(f"{stream}:dead") == 2
+        assert list((settings.home_dir / "predictions").rglob("seg-*.parquet"))
+        assert raw_pii_left(settings, raw, policy) == []
+        # the dead-letter stream was searched: its reasons name the field that failed
+        assert any(h.store == "streams" for h in find_values(settings, ["order_price"]))
+        report = audit_project(settings)
+        assert report.clean, report.findings
+    finally:
+        client.delete(stream, f"{stream}:dead")
+        client.close()
