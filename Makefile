@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench-pipeline bench-label bench-serving bench-drift install dev clean
+.PHONY: demo test lint typecheck unit bench-pipeline bench-label bench-serving bench-drift bench-fraud install dev clean
 
 $(BIN)/loopline: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ bench-serving: $(VENV)/.dev ## loopline serve vs mlflow models serve, BentoML, a
 
 bench-drift: $(VENV)/.dev ## drift report vs Evidently and a scipy loop (builds .bench/evidently-venv)
 	$(BIN)/python benchmarks/drift.py
+
+bench-fraud: $(VENV)/.dev ## fast and heavy fraud models vs the handbook's baselines (its protocol)
+	$(BIN)/python benchmarks/fraud_quality.py
 
 clean:
 	rm -rf $(VENV) .loopline .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
