@@ -102,6 +102,14 @@ def test_runs_show_accepts_an_mlflow_run_id(trained: Trained) -> None:
     assert f"run {version['run_id']}" in prefix
 
 
+@pytest.mark.parametrize("ref", ["", " ", "%", "_"])
+def test_runs_show_takes_a_prefix_not_a_pattern(trained: Trained, ref: str) -> None:
+    """A run id is its first characters: '' and LIKE's wildcards match no run."""
+    done = loopline("runs", "show", ref, cwd=trained.root)
+    assert done.returncode == 2, done.stdout
+    assert "no run id given" in done.stderr or f"no run with id {ref!r}" in done.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [

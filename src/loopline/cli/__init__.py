@@ -422,6 +422,8 @@ def _get_run(store: MetadataStore, ref: str) -> dict[str, Any]:
 
     from loopline.core import schema
 
+    if not ref.strip():
+        return store.get_run(ref)  # "no run id given"
     try:
         return store.get_run(ref)
     except LooplineError as not_ours:
@@ -429,7 +431,10 @@ def _get_run(store: MetadataStore, ref: str) -> dict[str, Any]:
         with store.engine.connect() as conn:
             runs = conn.execute(
                 sa.select(mv.c.run_id)
-                .where(mv.c.mlflow_run_id.like(f"{ref}%"), mv.c.run_id.is_not(None))
+                .where(
+                    mv.c.mlflow_run_id.startswith(ref, autoescape=True),
+                    mv.c.run_id.is_not(None),
+                )
                 .distinct()
                 .limit(2)
             ).scalars()
