@@ -32,8 +32,9 @@ __all__ = [
 #: the fast model's inputs: the amount and the 14 online (handbook) features
 FAST_FEATURES: tuple[str, ...] = ("TX_AMOUNT", *handbook_features().names)
 
-#: the heavy model's LightGBM settings (see the README's "Fraud quality" for how they were
-#: chosen): many small, shrunk trees on row and column samples
+#: the heavy model's LightGBM settings, picked on April-May test weeks (never on June's):
+#: many small, shrunk trees on row and column samples. `benchmarks/fraud_quality.py
+#: --train-start 2018-05-04` shows them on the May weeks, the default run on June's.
 HEAVY_PARAMS: dict[str, Any] = {
     "n_estimators": 500,
     "learning_rate": 0.02,
