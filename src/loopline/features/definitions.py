@@ -47,7 +47,8 @@ AGGREGATIONS = ("count", "sum", "mean")
 DAY_US = 86_400_000_000  # one day in microseconds, the resolution of every computation
 
 
-def _days(value: Any, where: str) -> tuple[int, ...]:
+def window_days(value: Any, where: str) -> tuple[int, ...]:
+    """``value`` (a whole number or several) as a tuple of distinct positive day counts."""
     days = (value,) if isinstance(value, int) else tuple(value)
     if not days or any(type(d) is not int or d <= 0 for d in days):
         raise LooplineError(
@@ -57,6 +58,20 @@ def _days(value: Any, where: str) -> tuple[int, ...]:
     if len(set(days)) != len(days):
         raise LooplineError(f"{where}: days {days!r} repeat a window")
     return days
+
+
+def checked_aggregations(
+    value: str | tuple[str, ...], allowed: tuple[str, ...], where: str
+) -> tuple[str, ...]:
+    """``value`` (one aggregation or several) as a tuple, each one of ``allowed``."""
+    aggregations = (value,) if isinstance(value, str) else tuple(value)
+    unknown = [a for a in aggregations if a not in allowed]
+    if unknown or not aggregations:
+        raise LooplineError(
+            f"{where}: unknown aggregation(s) {unknown or '(none)'}",
+            hint=f"choose among {', '.join(allowed)}",
+        )
+    return aggregations
 
 
 def _column(value: Any, where: str) -> str:
@@ -86,17 +101,10 @@ class Window:
 
     def __post_init__(self) -> None:
         _column(self.entity, "Window.entity")
-        aggregations = (
-            (self.aggregations,) if isinstance(self.aggregations, str) else self.aggregations
-        )
-        object.__setattr__(self, "aggregations", tuple(aggregations))
-        object.__setattr__(self, "days", _days(self.days, f"Window({self.entity})"))
-        unknown = [a for a in self.aggregations if a not in AGGREGATIONS]
-        if unknown or not self.aggregations:
-            raise LooplineError(
-                f"Window({self.entity}): unknown aggregation(s) {unknown or '(none)'}",
-                hint=f"choose among {', '.join(AGGREGATIONS)}",
-            )
+        where = f"Window({self.entity})"
+        aggregations = checked_aggregations(self.aggregations, AGGREGATIONS, where)
+        object.__setattr__(self, "aggregations", aggregations)
+        object.__setattr__(self, "days", window_days(self.days, where))
         if any(a != "count" for a in self.aggregations) and self.value is None:
             raise LooplineError(
                 f"Window({self.entity}): sum and mean need a value column",
@@ -147,7 +155,7 @@ class DelayedLabelRate:
         _column(self.entity, "DelayedLabelRate.entity")
         _column(self.label, "DelayedLabelRate.label")
         where = f"DelayedLabelRate({self.entity})"
-        object.__setattr__(self, "days", _days(self.days, where))
+        object.__setattr__(self, "days", window_days(self.days, where))
         if type(self.delay) is not int or self.delay <= 0:
             raise LooplineError(
                 f"{where}: delay must be a positive whole number of days, got {self.delay!r}",

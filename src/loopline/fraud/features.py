@@ -42,6 +42,8 @@ from loopline.features.definitions import (
     DelayedLabelRate,
     FeatureSet,
     Window,
+    checked_aggregations,
+    window_days,
 )
 
 if TYPE_CHECKING:
@@ -70,15 +72,6 @@ HISTORY_AGGREGATIONS = (
 )
 
 
-def _days(value: Any, where: str) -> tuple[int, ...]:
-    days = (value,) if isinstance(value, int) else tuple(value)
-    if not days or any(type(d) is not int or d <= 0 for d in days):
-        raise LooplineError(f"{where}: days must be positive whole numbers, got {value!r}")
-    if len(set(days)) != len(days):
-        raise LooplineError(f"{where}: days {days!r} repeat a window")
-    return days
-
-
 @dataclass(frozen=True)
 class History:
     """Per ``entity``, ``aggregations`` of ``value`` over its events in ``(t - days, t)``.
@@ -98,17 +91,10 @@ class History:
     kind: ClassVar[str] = "history"
 
     def __post_init__(self) -> None:
-        aggregations = (
-            (self.aggregations,) if isinstance(self.aggregations, str) else self.aggregations
-        )
-        object.__setattr__(self, "aggregations", tuple(aggregations))
-        object.__setattr__(self, "days", _days(self.days, f"History({self.entity})"))
-        unknown = [a for a in self.aggregations if a not in HISTORY_AGGREGATIONS]
-        if unknown or not self.aggregations:
-            raise LooplineError(
-                f"History({self.entity}): unknown aggregation(s) {unknown or '(none)'}",
-                hint=f"choose among {', '.join(HISTORY_AGGREGATIONS)}",
-            )
+        where = f"History({self.entity})"
+        aggregations = checked_aggregations(self.aggregations, HISTORY_AGGREGATIONS, where)
+        object.__setattr__(self, "aggregations", aggregations)
+        object.__setattr__(self, "days", window_days(self.days, where))
         for name in ("entity", "value"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise LooplineError(f"History.{name} must name a column")
@@ -145,7 +131,7 @@ class DelayedLabelTiming:
 
     def __post_init__(self) -> None:
         where = f"DelayedLabelTiming({self.entity})"
-        (days,) = _days(self.days, where)
+        (days,) = window_days(self.days, where)
         object.__setattr__(self, "days", days)
         if type(self.delay) is not int or self.delay <= 0:
             raise LooplineError(
