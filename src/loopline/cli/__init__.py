@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from loopline.cli.data import check_detection_command, diff_command, snapshot_command
 from loopline.cli.label import label_app
 from loopline.cli.monitor import monitor_app
 from loopline.cli.pii import pii_app
@@ -720,6 +721,11 @@ def _print_predictions(answers: list[dict[str, Any]]) -> None:
 
 
 # -- data ----------------------------------------------------------------------------
+data_app.command("snapshot")(snapshot_command)
+data_app.command("diff")(diff_command)
+data_app.command("check-detection")(check_detection_command)
+
+
 @data_app.command("validate")
 def data_validate(
     source: Annotated[str, typer.Argument(help="File, folder or URL of tweets.")],
