@@ -42,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from loopline.core.sqlite_wal import WalCheckpointer
 from loopline.errors import LooplineError
 from loopline.features.definitions import (
     DAY_US,
@@ -277,52 +278,8 @@ def _entity_index(plan: _Plan, entity: str | None) -> tuple[int, str]:
 # -- embedded (SQLite) ----------------------------------------------------------------
 
 
-class _WalKeeper:
-    """Checkpoints a SQLite file's write-ahead log from a daemon thread (with its own
-    connection): ``PASSIVE`` every ``interval`` seconds, ``TRUNCATE`` when the log is over
-    ``limit`` bytes (see :class:`EmbeddedFeatureStore`)."""
-
-    def __init__(
-        self, path: Path, interval: float, limit: int, busy_timeout_s: float, lock: Any
-    ) -> None:
-        self._wal = Path(f"{path}-wal")
-        self._writer = lock  # the store's own lock: held, no update waits in SQLite's sleeps
-        self._limit = limit
-        self._interval = interval
-        self._stop = threading.Event()
-        self._db = sqlite3.connect(
-            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        self.truncations = 0
-        self._thread = threading.Thread(target=self._run, name="feature-store-wal", daemon=True)
-        self._thread.start()
-
-    def _wal_size(self) -> int:
-        try:
-            return self._wal.stat().st_size
-        except OSError:
-            return 0
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                if self._wal_size() > self._limit:
-                    # Under the store's lock: an update waits on the lock and goes on the
-                    # moment the log is emptied, instead of backing off in SQLite's busy
-                    # handler (sleeps of 1-100 ms) past the end of the checkpoint.
-                    with self._writer:
-                        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                    self.truncations += 1
-            except sqlite3.Error:
-                continue  # busy or locked: the next round catches up
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        with contextlib.suppress(sqlite3.Error):
-            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        self._db.close()
+_EXPIRE_ROWS = 8  # per table and update: more than an update adds, so expiry keeps up
+_EXPIRE_PAUSE_US = 60 * 1_000_000
 
 
 class EmbeddedFeatureStore:
@@ -346,12 +303,10 @@ class EmbeddedFeatureStore:
     log into the database on the commit that finds it over 1,000 pages, with two fsyncs
     (4-10 ms each on a shared disk): that update, and every transaction waiting behind
     it, is late. With ``checkpoint="background"`` (the default) automatic checkpoints are
-    off and :class:`_WalKeeper` checkpoints from a daemon thread: ``PASSIVE`` every
-    ``checkpoint_interval_s`` (never blocks the writer; SQLite releases the GIL while it
-    syncs), and, since a log under continuous writes is never fully copied at the moment
-    a writer starts (so SQLite never starts it over and it grows without bound),
-    ``TRUNCATE`` once it is over ``wal_limit_mb``: that one briefly holds the writer
-    back (it copies what the last ``PASSIVE`` left, syncs and empties the log).
+    off and a :class:`~loopline.core.sqlite_wal.WalCheckpointer` checkpoints from a daemon
+    thread every ``checkpoint_interval_s`` (``PASSIVE``, never blocking the writer, until
+    the log starts over), with a ``TRUNCATE`` under the store's lock only if the log
+    still passes ``wal_limit_mb``.
     ``checkpoint="auto"`` is SQLite's own behaviour.
     """
 
@@ -381,7 +336,7 @@ class EmbeddedFeatureStore:
         self._db = sqlite3.connect(
             self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
         )
-        self._keeper: _WalKeeper | None = None
+        self._keeper: WalCheckpointer | None = None
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
@@ -402,11 +357,16 @@ class EmbeddedFeatureStore:
             ) from exc
         self._sql = self._statements()
         if checkpoint == "background":
-            self._keeper = _WalKeeper(
-                self.path, checkpoint_interval_s, limit, busy_timeout_s, self._lock
+            self._keeper = WalCheckpointer(
+                self.path,
+                name="feature-store-wal",
+                interval=checkpoint_interval_s,
+                limit=limit,
+                lock=self._lock,
+                busy_timeout_s=busy_timeout_s,
             )
         self._max_ts = 0
-        self._swept_until = 0
+        self._clean_until = -(2**62)  # nothing known to be expired yet: look on the first update
 
     # schema
     def _setup(self) -> None:
@@ -441,6 +401,10 @@ class EmbeddedFeatureStore:
                     f"CREATE TABLE IF NOT EXISTS ev{k} (entity TEXT NOT NULL, ts INTEGER NOT "
                     f"NULL, id TEXT NOT NULL{values}, PRIMARY KEY (entity, ts, id)) WITHOUT ROWID"
                 )
+                db.execute(f"CREATE INDEX IF NOT EXISTS ev{k}_ts ON ev{k} (ts)")
+            # by time: expiry finds the oldest rows without scanning (see _expire)
+            db.execute("CREATE INDEX IF NOT EXISTS tx_ts ON tx (ts)")
+            db.execute("CREATE INDEX IF NOT EXISTS labels_known_at ON labels (known_at)")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -492,7 +456,21 @@ class EmbeddedFeatureStore:
                     f"AND e.ts <= :t - {delay}"
                 )
                 reads.append((sql, k))
-        return {"inserts": inserts, "reads": reads}
+        expire = [
+            f"DELETE FROM ev{k} WHERE (entity, ts, id) IN (SELECT entity, ts, id FROM ev{k} "
+            "WHERE ts <= ? ORDER BY ts LIMIT ?)"
+            for k in range(len(plan.entities))
+        ]
+        expire.append(
+            "DELETE FROM tx WHERE seq IN (SELECT seq FROM tx WHERE ts <= ? ORDER BY ts LIMIT ?)"
+        )
+        # a label goes after its transaction (one known before its transaction happened
+        # stays while the transaction does, and is skipped meanwhile)
+        expire.append(
+            "DELETE FROM labels WHERE id IN (SELECT id FROM labels WHERE known_at <= ? AND "
+            "NOT EXISTS (SELECT 1 FROM tx WHERE tx.id = labels.id) ORDER BY known_at LIMIT ?)"
+        )
+        return {"inserts": inserts, "reads": reads, "expire": expire}
 
     # the protocol
     def update_and_read(self, tx: Mapping[str, Any]) -> dict[str, float]:
@@ -515,6 +493,10 @@ class EmbeddedFeatureStore:
                             db.execute(sql, (entity, ts, tx_id, *vals))
                     stats = self._read(ts, entities)
                     db.execute("UPDATE tx SET stats = ? WHERE id = ?", (json.dumps(stats), tx_id))
+                    if ts > self._max_ts:
+                        self._max_ts = ts
+                    if self._max_ts - self._plan.retention_us > self._clean_until:
+                        self._expire()
                     db.execute("COMMIT")
                 except BaseException:
                     if db.in_transaction:
@@ -525,10 +507,6 @@ class EmbeddedFeatureStore:
                     f"the feature store {self.path} failed: {exc}",
                     hint="nothing was counted; deliver the transaction again",
                 ) from exc
-            if ts > self._max_ts:
-                self._max_ts = ts
-                if ts - self._swept_until > DAY_US:
-                    self._sweep()
         return self._plan.assemble(times, stats)
 
     def _read(self, ts: int, entities: list[str]) -> list[float]:
@@ -632,25 +610,25 @@ class EmbeddedFeatureStore:
             raise
         self._db.execute("COMMIT")
 
-    def _sweep(self) -> None:
-        """Delete what no window can reach any more (in event time), once per event day.
-        A sweep that fails (e.g. the file is busy) is simply tried again the next day."""
-        cutoff = self._max_ts - self._plan.retention_us
-        try:
-            self._delete_before(cutoff)
-        except sqlite3.Error:
-            return
-        self._swept_until = self._max_ts
+    def _expire(self) -> None:
+        """Delete, inside the update's transaction, at most ``_EXPIRE_ROWS`` rows per table
+        that no window can reach any more (in event time), oldest first through the time
+        indexes.
 
-    def _delete_before(self, cutoff: int) -> None:
-        with self._transaction():
-            for k in range(len(self._plan.entities)):
-                self._db.execute(f"DELETE FROM ev{k} WHERE ts <= ?", (cutoff,))
-            self._db.execute("DELETE FROM tx WHERE ts <= ?", (cutoff,))
-            self._db.execute(
-                "DELETE FROM labels WHERE known_at <= ? AND id NOT IN (SELECT id FROM tx)",
-                (cutoff,),
-            )
+        Why a few rows per update and not one sweep per event day: a day's ``DELETE`` held
+        the writer 45-65 ms on the handbook data (a scan of every event table; with the
+        indexes, still one day of rows at once), and every transaction arriving meanwhile
+        waited; that was most of the p99 of ``benchmarks/fraud_latency.py``. Deleting more
+        rows per update than an update adds keeps the store bounded at any rate; once a
+        round finds fewer than it may delete, nothing older is left and the next look is
+        a minute of event time later.
+        """
+        cutoff = self._max_ts - self._plan.retention_us
+        deleted = [
+            self._db.execute(sql, (cutoff, _EXPIRE_ROWS)).rowcount for sql in self._sql["expire"]
+        ]
+        if max(deleted) < _EXPIRE_ROWS:
+            self._clean_until = cutoff + _EXPIRE_PAUSE_US
 
 
 # -- Redis ----------------------------------------------------------------------------

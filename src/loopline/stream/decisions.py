@@ -23,7 +23,7 @@ survives the process being killed (SIGKILL included), not a power cut.
 
 from __future__ import annotations
 
-import contextlib
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +34,7 @@ import sqlalchemy as sa
 
 from loopline.core import schema
 from loopline.core.metadata import MetadataStore
+from loopline.core.sqlite_wal import WalCheckpointer
 from loopline.stream.source import StreamError
 
 __all__ = ["Decision", "DecisionLog", "ReviewItem"]
@@ -119,7 +120,8 @@ def _sqlite_engine(path: str, synchronous: str = "NORMAL") -> sa.Engine:
     SQLite copies the log back into the database (a checkpoint, two fsyncs: 8-20 ms on this
     machine's disk) on the commit that finds the log over 1,000 pages, several times a
     second at 1,000 decisions/s: that commit, and every message waiting behind it, would be
-    late. :class:`_Checkpointer` does it in a background thread instead.
+    late. :class:`~loopline.core.sqlite_wal.WalCheckpointer` does it in a background
+    thread instead.
     """
     engine = sa.create_engine(
         f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30}
@@ -135,41 +137,6 @@ def _sqlite_engine(path: str, synchronous: str = "NORMAL") -> sa.Engine:
         cursor.close()
 
     return engine
-
-
-class _Checkpointer:
-    """Checkpoints a SQLite file's write-ahead log every ``interval`` seconds in a daemon
-    thread (``PASSIVE``: never blocks the writer; SQLite releases the GIL while it syncs)."""
-
-    def __init__(self, path: str, interval: float = 0.2) -> None:
-        import sqlite3
-        import threading
-
-        self._stop = threading.Event()
-        self._db = sqlite3.connect(path, timeout=5, check_same_thread=False, isolation_level=None)
-        self._interval = interval
-        self._thread = threading.Thread(
-            target=self._run, name="decision-log-checkpoint", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self) -> None:
-        import sqlite3
-
-        while not self._stop.wait(self._interval):
-            try:
-                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error:
-                continue  # busy or locked: the next round catches up
-
-    def stop(self) -> None:
-        import sqlite3
-
-        self._stop.set()
-        self._thread.join(timeout=5)
-        with contextlib.suppress(sqlite3.Error):
-            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        self._db.close()
 
 
 class DecisionLog:
@@ -211,11 +178,14 @@ class DecisionLog:
         self.commit = commit
         self.synchronous = synchronous
         self.engine = self.store.engine
-        self._checkpointer: _Checkpointer | None = None
+        self._checkpointer: WalCheckpointer | None = None
+        self._writing = threading.Lock()  # the checkpointer's last round waits on it
         database = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
         if database and database != ":memory:":
             self.engine = _sqlite_engine(database, synchronous)
-            self._checkpointer = _Checkpointer(database)
+            self._checkpointer = WalCheckpointer(
+                database, name="decision-log-checkpoint", lock=self._writing
+            )
         self._insert: Any = _insert_ignoring_duplicates(self.engine.dialect.name)
         self._insert_tasks: Any = _insert_tasks_ignoring_duplicates(self.engine.dialect.name)
         # SQLite: the batch goes to the driver as plain SQL (see write()).
@@ -305,7 +275,7 @@ class DecisionLog:
         for group in groups:
             rows = [self._row(d, decided_at) for d in group]
             tasks = [self._task(d, decided_at) for d in group if d.review is not None]
-            with self.engine.begin() as conn:
+            with self._writing, self.engine.begin() as conn:
                 if self._raw:
                     # Plain SQL on the driver: SQLAlchemy's statement compilation and
                     # per-value conversions cost more than the insert itself here.
