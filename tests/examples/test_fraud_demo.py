@@ -114,6 +114,10 @@ def test_demo_fraud_runs_the_whole_loop(project: Path, shared_data: Path) -> Non
     weeks = summary["monitoring"]["fraud-heavy"]["weeks"]
     assert len(weeks) == 5 and all(w["roc_auc"] is not None for w in weeks)
     assert weeks[0]["label_coverage"] == 1.0 and weeks[-1]["label_coverage"] < 0.1
+    # the decision service logs the (pseudonymised) customer beside fraud-fast's inputs:
+    # its weeks get card precision@100 too
+    fast_weeks = summary["monitoring"]["fraud-fast"]["weeks"]
+    assert all(w["cp_at_100"] is not None for w in fast_weeks[:4])
     bands = [g["group"] for g in summary["monitoring"]["fraud-fast"]["fairness"]]
     assert bands == ["< 20", "[20, 50)", "[50, 100)", "[100, 220)", ">= 220"]
     assert Path(summary["monitoring"]["fraud-heavy"]["html"]).is_file()

@@ -428,7 +428,10 @@ class Consumer:
                 ts_us=[
                     now_us if d.tx_time is None else to_microseconds(d.tx_time) for d, _ in scored
                 ],
-                inputs={k: [row.get(k) for _, row in scored] for k in self._logged_inputs()},
+                inputs={
+                    k: [row.get(k, (d.features or {}).get(k)) for d, row in scored]
+                    for k in self._logged_inputs()
+                },
                 labels=["1" if x >= review else "0" for x in p],
                 probabilities={"0": [1.0 - x for x in p], "1": p},
                 latency_ms=[
@@ -440,11 +443,16 @@ class Consumer:
 
     def _logged_inputs(self) -> list[str]:
         """What the prediction log records as inputs: the amount and the store's features
-        (without a store, the fast model's inputs)."""
-        names = getattr(getattr(self.features, "features", None), "names", None)
+        (without a store, the fast model's inputs), and the feature set's data subject
+        (the customer, pseudonymised at the door) so that monitoring can rank cards for
+        card precision@100 as labels arrive."""
+        feature_set = getattr(self.features, "features", None)
+        names = getattr(feature_set, "names", None)
         chosen = list(names) if names else self.policy.fast_columns
         amount = self.policy.config.cost.amount_field
-        return [amount, *(c for c in chosen if c != amount)]
+        subject = getattr(feature_set, "subject", None)
+        logged = [amount, *(c for c in chosen if c != amount)]
+        return logged if subject is None or subject in logged else [*logged, subject]
 
     def _note_fast_state(self) -> None:
         problem = None if self.policy.fast is not None else self.policy.fast_error

@@ -131,10 +131,7 @@ def _event_text(event: dict[str, Any]) -> str:
 def _weeks_table(summary: dict[str, Any]) -> Any:
     from rich.table import Table
 
-    table = Table(
-        title="Per week (from Thursday), on the labels that arrived",
-        caption="CP@100 needs a card id in the log: fraud-fast's records carry none",
-    )
+    table = Table(title="Per week (from Thursday), on the labels that arrived")
     for column in ("model", "week", "n", "labelled", "frauds", *METRIC_NAMES.values(), "drift"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for model, mon in summary["monitoring"].items():
