@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench-pipeline bench-label bench-serving bench-drift bench-fraud install dev clean
+.PHONY: demo test lint typecheck unit bench-pipeline bench-label bench-serving bench-drift bench-fraud bench-snapshot install dev clean
 
 $(BIN)/loopline: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ bench-drift: $(VENV)/.dev ## drift report vs Evidently and a scipy loop (builds 
 
 bench-fraud: $(VENV)/.dev ## fast and heavy fraud models vs the handbook's baselines (its protocol)
 	$(BIN)/python benchmarks/fraud_quality.py
+
+bench-snapshot: $(VENV)/.dev ## loopline data snapshot vs dvc add, 10,000 images, first and +100 files
+	$(BIN)/python benchmarks/snapshot.py
 
 clean:
 	rm -rf $(VENV) .loopline .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

@@ -12,7 +12,7 @@ production feedback, the current champion) declare it themselves.
 from __future__ import annotations
 
 from loopline.data.pii_steps import read_pii_table
-from loopline.data.steps import read_images, read_table, read_text, split
+from loopline.data.steps import read_images, read_table, read_text, split, version_images
 from loopline.evaluate.steps import evaluate
 from loopline.features.steps import compute_features
 from loopline.label.steps import audit, human_labels, label
@@ -37,4 +37,5 @@ __all__ = [
     "register",
     "split",
     "train",
+    "version_images",
 ]

@@ -574,6 +574,8 @@ def lineage(
     steps, parameters and data."""
     from rich.tree import Tree
 
+    from loopline.data.dvc import folder_versions_among
+
     if (model is None) == (request_id is None):
         raise LooplineError(
             "give a MODEL or --request-id ID (one of the two)",
@@ -594,6 +596,12 @@ def lineage(
             hint="see `loopline models list`",
         )
     found = store.lineage(info.name, info.version)
+    # Folder inputs versioned by DVC or a snapshot: their hash and git revision.
+    settings = load_project_settings(_state["project"], existing=True)
+    folders = folder_versions_among([s["output"] for s in found["steps"]], settings, store)
+    for step in found["steps"]:
+        folder = folders.get(step["output"])
+        step["data_version"] = folder.to_dict() if folder is not None else None
     if as_json:
         print_json(found)
         return
@@ -611,6 +619,8 @@ def lineage(
             branch.add(f"{name}: {digest[:12]}" + (f" ({dataset})" if dataset else ""))
         if step["params"]:
             branch.add(f"params: {step['params']}")
+        if step["output"] in folders:
+            branch.add(f"data: {folders[step['output']].describe()}")
     out.print(tree)
 
 

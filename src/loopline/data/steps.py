@@ -1,4 +1,5 @@
-"""Ready steps of the data stage: read (and validate) tables, texts and images; split.
+"""Ready steps of the data stage: read (and validate) tables, texts and images; version an
+image folder (DVC or a Loopline snapshot); split.
 
 Reading and validating are one step on purpose: data that fails validation never reaches
 the artifact store or becomes a dataset version. Each read step records its output as a
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from loopline.core.runner import RunContext
+    from loopline.data.dvc import FolderVersion
 
 
 def _dataset_param(params: dict[str, Any]) -> str | None:
@@ -111,6 +113,40 @@ def read_images(
     from loopline.data.images import read_image_folder
 
     return read_image_folder(root, labels=labels)
+
+
+def _folder_content(ctx: RunContext, params: dict[str, Any], inputs: dict[str, str]) -> str:
+    """A folder is outside state: key the step by what identifies its content now (DVC's
+    hash, Loopline's incremental snapshot), without reading unchanged files or checking out."""
+    from loopline.data.dvc import folder_version
+
+    found = folder_version(params["path"], params.get("rev"), ctx.settings, checkout=False)
+    # A checkout removed from .loopline/dvc/ is made again: the cached path would be gone.
+    return found.content_key() + ("" if Path(found.path).exists() else "|absent")
+
+
+@step(dataset=_dataset_param, cache_extra=_folder_content)
+def version_images(
+    path: str,
+    *,
+    dataset: str = "images",
+    rev: str | None = None,
+    ctx: RunContext | None = None,
+) -> FolderVersion:
+    """Version an image folder: DVC's hash and the git revision where DVC tracks it, and
+    Loopline's snapshot of the files when read from the workspace.
+
+    With ``rev`` (a git commit, branch or tag) the DVC-tracked folder is read as it was
+    there (checked out once per DVC hash under ``.loopline/dvc/``). The output's ``path`` is
+    the folder to read; it is recorded as a version of ``dataset``, and ``loopline lineage``
+    shows its DVC hash, git revision and snapshot. ``path`` is a plain string on purpose:
+    the runner would hash every file of a path parameter on each run, and the snapshot does
+    that incrementally.
+    """
+    from loopline.config import load_settings
+    from loopline.data.dvc import folder_version
+
+    return folder_version(path, rev, ctx.settings if ctx is not None else load_settings())
 
 
 @step(outputs=("train", "test"))
