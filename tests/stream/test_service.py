@@ -208,7 +208,7 @@ def test_an_analysts_label_becomes_feedback_and_a_late_label_once(project: Path)
 
     applied = apply_reviews(settings)
     assert (applied.applied, applied.fraud, applied.legit) == (2, 1, 1)
-    feedback = read_feedback(store).set_index("request_id")
+    feedback = read_feedback(store, "fraud-fast").set_index("request_id")
     assert feedback.loc[fraud_item, "label"] == "1" and feedback.loc[legit_item, "label"] == "0"
     assert set(feedback["source"]) == {"review"}
     assert set(feedback["model_name"]) == {"fraud-fast"}
@@ -231,6 +231,114 @@ def test_an_analysts_label_becomes_feedback_and_a_late_label_once(project: Path)
     again = apply_reviews(settings)
     assert (again.applied, again.fraud) == (1, 1)
     assert read_feedback(store).set_index("request_id").loc[legit_item, "label"] == "1"
+
+
+def heavy_predictions(settings: Settings) -> pd.DataFrame:
+    from loopline.core.predlog import read_predictions
+
+    assert settings.prediction_log_url
+    return read_predictions(settings.prediction_log_url, "fraud-heavy")
+
+
+def feedback_rows(settings: Settings) -> pd.DataFrame:
+    import sqlalchemy as sa
+
+    from loopline.core import schema
+
+    fb = schema.feedback
+    store = MetadataStore(settings.metadata_url or "")
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(fb.c.request_id, fb.c.model_name, fb.c.label, fb.c.source))
+        return pd.DataFrame(rows.all(), columns=["request_id", "model_name", "label", "source"])
+
+
+def test_rescore_logs_each_first_heavy_score_once_as_the_heavy_models_prediction(
+    project: Path,
+) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from loopline.registry.project import open_registry
+    from loopline.stream.rescore import rescore
+    from loopline.train.model import as_model
+
+    settings = load_settings(project)
+    records = transactions(40)
+    consume(settings, records, "tx")
+    result = rescore(settings)
+    assert (result.scored, result.logged) == (40, 40)
+    logged = heavy_predictions(settings).set_index("request_id")
+    rows = decisions(settings)
+    assert sorted(logged.index) == sorted(rows)
+    assert set(logged["model_version"]) == {"1"} and set(logged["route"]) == {"champion"}
+    for tx_id, row in rows.items():
+        assert logged.loc[tx_id, "proba.1"] == pytest.approx(row["batch_score"])
+        assert logged.loc[tx_id, "ts"] == pd.Timestamp(row["tx_time"], tz="UTC")
+    # the heavy model's inputs, and the customer as the decision stored it (pseudonymised)
+    amounts = {str(r["TRANSACTION_ID"]): r["TX_AMOUNT"] for r in records}
+    assert logged["input.TX_AMOUNT"].to_dict() == amounts
+    assert logged["input.CUSTOMER_ID"].str.startswith("pn1_").all()
+    assert not any(c.startswith("input.email") for c in logged.columns)
+
+    assert rescore(settings).logged == 0  # nothing new
+    # A new champion re-scores the same transactions: their first score stays the one logged.
+    registry = open_registry(settings)
+    amounts_fit = np.linspace(0, 400, 400)
+    newer = LogisticRegression().fit(pd.DataFrame({"TX_AMOUNT": amounts_fit}), amounts_fit > 50)
+    info = registry.register(
+        as_model(newer), name="fraud-heavy", params={}, metrics={}, dataset_version=None,
+        input_example=pd.DataFrame({"TX_AMOUNT": [1.0]}),
+    )  # fmt: skip
+    registry.promote("fraud-heavy", info.version, reason="tests", actor="tests")
+    again = rescore(settings)
+    assert (again.version, again.scored, again.logged) == ("2", 40, 0)
+    consume(settings, transactions(5, start=40), "later")
+    later = rescore(settings)
+    assert (later.version, later.scored, later.logged) == ("2", 5, 5)
+    versions = heavy_predictions(settings).groupby("model_version")["request_id"].count()
+    assert versions.to_dict() == {"1": 40, "2": 5}
+
+
+def test_labels_and_reviews_are_feedback_for_both_models_and_the_heavy_one_is_monitored(
+    project: Path,
+) -> None:
+    from sklearn.metrics import average_precision_score
+
+    from loopline.label.queue import LabelQueue
+    from loopline.monitor.report import build_report
+    from loopline.stream.rescore import rescore
+    from loopline.stream.reviews import apply_reviews, record_labels
+
+    settings = load_settings(project)
+    records = transactions(40)
+    consume(settings, records, "tx")
+    rescore(settings)
+    queue = LabelQueue(MetadataStore(settings.metadata_url or ""), "fraud-review")
+    truth = {str(r["TRANSACTION_ID"]): int(r["TX_AMOUNT"] > 200) for r in records}
+    task = queue.tasks().iloc[0]
+    answer = "fraud" if truth[task["item_id"]] else "legit"
+    queue.submit(task["id"], "ana", answer)
+    assert apply_reviews(settings).applied == 1
+    reviewed = feedback_rows(settings)
+    assert sorted(reviewed["model_name"]) == ["fraud-fast", "fraud-heavy"]
+    assert set(reviewed["request_id"]) == {task["item_id"]}
+    assert set(reviewed["label"]) == {str(truth[task["item_id"]])}
+
+    late = [(tx_id, label, "2018-04-08") for tx_id, label in truth.items()]
+    assert record_labels(settings, late, source="delayed") == 40
+    delayed = feedback_rows(settings).query("source == 'delayed'")
+    assert delayed.groupby("model_name")["request_id"].nunique().to_dict() == {
+        "fraud-fast": 40,
+        "fraud-heavy": 40,
+    }
+
+    # `loopline monitor report fraud-heavy`: delayed-label average precision of its scores
+    report = build_report("fraud-heavy", settings, metrics=["average_precision"])
+    assert (report.n_predictions, report.n_labeled) == (40, 40)
+    by_version = report.performance["by_version"]
+    scores = heavy_predictions(settings).set_index("request_id")["proba.1"]
+    expected = average_precision_score([truth[t] for t in scores.index], scores)
+    assert list(by_version) == ["1"]
+    assert by_version["1"]["average_precision"] == pytest.approx(expected, abs=1e-4)
 
 
 def test_the_heavy_model_retrains_on_reviewed_and_delayed_labels(project: Path) -> None:

@@ -10,7 +10,7 @@ It sits in ``core`` beside the prediction log, for the same reason: ``serve`` wr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,13 @@ if TYPE_CHECKING:
 
     from loopline.core.metadata import MetadataStore
 
-__all__ = ["FEEDBACK_COLUMNS", "join_feedback", "read_feedback", "record_feedback"]
+__all__ = [
+    "FEEDBACK_COLUMNS",
+    "join_feedback",
+    "read_feedback",
+    "record_feedback",
+    "record_feedback_many",
+]
 
 FEEDBACK_COLUMNS = ("request_id", "label", "source", "model_name", "created_at")
 LABEL_TRUE = "label_true"
@@ -46,18 +52,37 @@ def record_feedback(
     A later label for the same request id supersedes the earlier one (both are kept).
     Raises :class:`~loopline.errors.LooplineError` for an empty or over-long value.
     """
-    values = {
-        "request_id": _text("request_id", request_id, required=True),
-        "label": _text("label", label, required=True),
-        "source": _text("source", source, required=True),
-        "model_name": _text("model_name", model_name, required=False),
-        "created_at": datetime.now(UTC),
-    }
+    values = _feedback_row(request_id, label, source, model_name, datetime.now(UTC))
     with store._tx() as conn:
         result = conn.execute(schema.feedback.insert().values(**values))
         key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
+
+
+def record_feedback_many(
+    store: MetadataStore, labels: Iterable[tuple[str, str, str | None]], *, source: str
+) -> int:
+    """Store several ``(request_id, label, model_name)`` in one database transaction (all
+    or none), checked as :func:`record_feedback` checks one; returns how many."""
+    now = datetime.now(UTC)
+    rows = [_feedback_row(r, label, source, model, now) for r, label, model in labels]
+    if rows:
+        with store._tx() as conn:
+            conn.execute(schema.feedback.insert(), rows)
+    return len(rows)
+
+
+def _feedback_row(
+    request_id: Any, label: Any, source: Any, model_name: Any, created_at: datetime
+) -> dict[str, Any]:
+    return {
+        "request_id": _text("request_id", request_id, required=True),
+        "label": _text("label", label, required=True),
+        "source": _text("source", source, required=True),
+        "model_name": _text("model_name", model_name, required=False),
+        "created_at": created_at,
+    }
 
 
 def _text(field: str, value: Any, *, required: bool) -> str | None:

@@ -10,6 +10,15 @@ history computed offline), scores them, and writes each score back to its decisi
 those scores (:class:`~loopline.stream.heavy.HeavyScores`) for the customers' next
 transactions.
 
+A transaction's **first** heavy score is also a prediction of the heavy model in the
+project's prediction log (with ``fraud.prediction_log``, as the fast model's decisions
+are): request id = transaction id, time = transaction time, the version that scored it,
+route ``champion``, as inputs the amount, the heavy model's inputs and the customer
+(``heavy_keys``, pseudonymised as the decision stored it), so that ``loopline monitor
+report fraud-heavy`` joins it with the feedback the labels and reviews write. A re-score
+(a new champion) updates the score the decision service reads but logs nothing again:
+monitoring judges each version on the transactions it scored first.
+
 A transaction that was allowed but whose heavy score reaches the review threshold is
 **newly suspicious**: it goes to the review queue (source ``rescore``, priority = its
 expected loss, payload = its masked features, both scores and the reason) in the same
@@ -45,6 +54,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from loopline.config import Settings
+    from loopline.core.predlog import PredictionBatch, PredictionLogger
 
 __all__ = ["RescoreResult", "decision_frame", "rescore"]
 
@@ -60,6 +70,7 @@ class RescoreResult:
     scored: int
     unscorable: int
     newly_suspicious: int
+    logged: int  # first scores logged as the heavy model's predictions
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,6 +129,7 @@ def rescore(
     ``heavy_max_age_days`` window.
     """
     from loopline.core.metadata import MetadataStore
+    from loopline.core.predlog import open_prediction_logger
     from loopline.registry.project import open_registry
     from loopline.stream.reviews import open_review_queue
 
@@ -133,6 +145,7 @@ def rescore(
     assert settings.metadata_url is not None
     store = MetadataStore(settings.metadata_url)
     log: DecisionLog | None = None
+    predictions: PredictionLogger | None = None
     try:
         loaded = open_registry(settings, store).load(ref)
         name, version = loaded.info.name, str(loaded.info.version)
@@ -140,6 +153,8 @@ def rescore(
         if fraud.review_queue is not None:
             open_review_queue(store, fraud.review_queue)
         log = DecisionLog(store, source="rescore", review_queue=fraud.review_queue)
+        if fraud.prediction_log:
+            predictions = open_prediction_logger(settings)
         d = schema.decisions
         floor = since
         if floor is None:
@@ -150,7 +165,7 @@ def rescore(
         where = sa.or_(d.c.batch_version.is_(None), d.c.batch_version != version)
         if floor is not None:
             where = sa.and_(where, sa.or_(d.c.tx_time >= floor, d.c.tx_time.is_(None)))
-        scored = unscorable = suspicious = 0
+        scored = unscorable = suspicious = logged = 0
         after = ""
         while True:
             query = sa.select(d).where(where, d.c.tx_id > after).order_by(d.c.tx_id).limit(chunk)
@@ -159,25 +174,39 @@ def rescore(
             if not rows:
                 break
             after = rows[-1]["tx_id"]
-            frame = decision_frame(rows)
-            if build is not None:
-                frame = build(frame)
-            scores = _score(scorer, frame, ref)
+            began = time.perf_counter()
+            stored = decision_frame(rows)
+            inputs = _inputs(scorer, stored if build is None else build(stored), ref)
+            scores = _score(scorer, inputs)
+            per_row_ms = 1000.0 * (time.perf_counter() - began) / len(rows)
             stamp = datetime.now(UTC)
-            updates, reviews = [], []
-            for row, score in zip(rows, scores, strict=True):
+            updates, reviews, first = [], [], []
+            for i, (row, score) in enumerate(zip(rows, scores, strict=True)):
                 value = None if score is None or not np.isfinite(score) else float(score)
                 updates.append({"key": row["tx_id"], "s": value, "v": version, "at": stamp})
                 if value is None:
                     unscorable += 1
                     continue
                 scored += 1
+                if row["batch_version"] is None:  # never re-scored before: its first score
+                    first.append((i, value))
                 item = _newly_suspicious(row, value, version, fraud)
                 if item is not None:
                     reviews.append({**_task(row["tx_id"], item, fraud, stamp)})
             _write(log, updates, reviews)
             suspicious += len(reviews)
+            if predictions is not None and first:
+                batch = _predictions(
+                    name, version, rows, stored, inputs, first, fraud, per_row_ms, stamp
+                )
+                logged += len(batch) if predictions.log_batch(batch) else 0
+                # Written now, not when the logger gets to it: once committed above, these
+                # rows are no longer first scores, so a crash before the write would lose
+                # their predictions for good.
+                predictions.flush()
     finally:
+        if predictions is not None:
+            predictions.close()
         if log is not None:
             log.close()
         store.close()
@@ -187,12 +216,13 @@ def rescore(
         scored=scored,
         unscorable=unscorable,
         newly_suspicious=suspicious,
+        logged=logged,
         seconds=round(time.perf_counter() - started, 3),
     )
 
 
-def _score(scorer: Scorer, frame: pd.DataFrame, ref: str) -> list[float | None]:
-    """One score per row; rows missing an input the model cannot do without get None."""
+def _inputs(scorer: Scorer, frame: pd.DataFrame, ref: str) -> pd.DataFrame:
+    """The model's input columns of ``frame``, numeric (NaN where missing or not a number)."""
     columns = scorer.columns
     missing = [c for c in columns if c not in frame.columns]
     if len(missing) == len(columns):
@@ -200,9 +230,13 @@ def _score(scorer: Scorer, frame: pd.DataFrame, ref: str) -> list[float | None]:
             f"the heavy model {ref} reads {columns}, none of which the decision log holds",
             hint="set fraud.heavy_features to a module:function that computes them",
         )
-    inputs = frame.reindex(columns=columns).apply(_numeric)
+    return frame.reindex(columns=columns).apply(_numeric)
+
+
+def _score(scorer: Scorer, inputs: pd.DataFrame) -> list[float | None]:
+    """One score per row; rows missing an input the model cannot do without get None."""
     complete = inputs.notna().all(axis=1).to_numpy()
-    out: list[float | None] = [None] * len(frame)
+    out: list[float | None] = [None] * len(inputs)
     records = inputs.to_dict("records")
     done = [i for i in range(len(records)) if complete[i]]
     partial = [i for i in range(len(records)) if not complete[i]]
@@ -218,6 +252,52 @@ def _score(scorer: Scorer, frame: pd.DataFrame, ref: str) -> list[float | None]:
         for i, value in zip(group, values, strict=True):
             out[i] = float(value)
     return out
+
+
+def _predictions(
+    name: str,
+    version: str,
+    rows: list[dict[str, Any]],
+    stored: pd.DataFrame,
+    inputs: pd.DataFrame,
+    first: list[tuple[int, float]],
+    fraud: FraudSettings,
+    per_row_ms: float,
+    stamp: datetime,
+) -> PredictionBatch:
+    """The first scores (row index, score) as the heavy model's predictions, column-wise
+    as the decision service logs the fast model's; ``stored`` is the decisions' frame,
+    ``inputs`` the model's inputs, both row for row with ``rows``."""
+    from loopline.core.predlog import PredictionBatch
+    from loopline.features.online import to_microseconds
+
+    at = [i for i, _ in first]
+    p = [value for _, value in first]
+    amount = fraud.cost.amount_field
+    # The amount first, as in the fast model's rows; the customer (``heavy_keys``, already
+    # pseudonymised in the stored features) so that monitoring can rank cards for card
+    # precision@100.
+    logged: dict[str, Any] = {}
+    if amount in stored.columns:
+        logged[amount] = stored[amount]
+    logged |= {c: inputs[c] for c in inputs.columns}
+    logged |= {k: stored[k] for k in fraud.heavy_keys if k in stored.columns}
+    review = fraud.thresholds.review
+    now_us = to_microseconds(stamp)
+    return PredictionBatch(
+        model_name=name,
+        model_version=version,
+        route="champion",
+        request_ids=[str(rows[i]["tx_id"]) for i in at],
+        ts_us=[
+            now_us if rows[i].get("tx_time") is None else to_microseconds(rows[i]["tx_time"])
+            for i in at
+        ],
+        inputs={k: column.iloc[at].tolist() for k, column in logged.items()},
+        labels=["1" if x >= review else "0" for x in p],
+        probabilities={"0": [1.0 - x for x in p], "1": p},
+        latency_ms=[per_row_ms] * len(at),
+    )
 
 
 def _numeric(series: pd.Series) -> pd.Series:

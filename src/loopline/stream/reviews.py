@@ -9,9 +9,12 @@ the labeling page (``loopline label serve --queue fraud-review``) or with
 
 :func:`apply_reviews` (``loopline stream apply-reviews``) moves new labels on, idempotently:
 
-- **feedback** for the transaction id (``core.feedback.record_feedback``, source
-  ``review``, label ``1`` for fraud and ``0`` for legit: the fast model's classes), which
-  monitoring joins with the prediction log and the heavy model's retraining reads;
+- **feedback** for the transaction id (the rows of ``core.feedback.record_feedback``,
+  source ``review``, label ``1`` for fraud and ``0`` for legit: the models' classes), one
+  row per model that predicted it (the fast model and, with ``fraud.heavy_model``, the
+  heavy one, whose first score ``stream rescore`` logged), all in one database
+  transaction: monitoring joins feedback with a model's predictions by request id and
+  model name, and the heavy model's retraining reads it;
 - a **late label** for the online feature store (``add_label(tx_id, label, known_at)``), so
   terminal-risk features count it from then on.
 
@@ -155,8 +158,8 @@ def record_labels(
 ) -> int:
     """Labels ``(tx_id, label, known_at)`` (label ``1``/``0``, ``fraud``/``legit``;
     ``known_at`` on the transactions' clock): a late label for the feature store (the
-    ``fraud.features`` store, or ``features``), then feedback with ``source``."""
-    from loopline.core.feedback import record_feedback
+    ``fraud.features`` store, or ``features``), then feedback with ``source`` for each
+    model that predicted the transactions."""
     from loopline.core.metadata import MetadataStore
 
     fraud = config or fraud_settings(settings)
@@ -169,15 +172,29 @@ def record_labels(
     try:
         if online is not None:
             _add_labels(online, [(t, float(v), k) for t, v, k in rows])
-        fast = model_name(fraud.fast_model)
-        for tx_id, value, _ in rows:
-            record_feedback(store, tx_id, value, model_name=fast, source=source)
+        _record_feedback(store, [(t, v) for t, v, _ in rows], source, fraud)
     finally:
         if close:
             online.close()
         if opened:
             store.close()
     return len(rows)
+
+
+def _record_feedback(
+    store: MetadataStore, labels: Sequence[tuple[str, str]], source: str, fraud: FraudSettings
+) -> None:
+    """Each ``(tx_id, label)`` as feedback for every model that predicted the transaction
+    (the fast model and, with ``fraud.heavy_model``, the heavy one), in one database
+    transaction: a label counts for both models or for neither."""
+    from loopline.core.feedback import record_feedback_many
+
+    models = [model_name(fraud.fast_model)]
+    if fraud.heavy_model is not None:
+        models.append(model_name(fraud.heavy_model))
+    record_feedback_many(
+        store, [(tx_id, label, m) for tx_id, label in labels for m in models], source=source
+    )
 
 
 def _label(value: Any) -> str:
@@ -209,7 +226,6 @@ def apply_reviews(
 ) -> ReviewsApplied:
     """Move the review queue's new labels to feedback and the feature store (see the
     module's docstring); ``features`` overrides the ``fraud.features`` store."""
-    from loopline.core.feedback import record_feedback
     from loopline.core.metadata import MetadataStore
     from loopline.label.queue import LabelQueue
 
@@ -254,9 +270,8 @@ def apply_reviews(
         online, close = _feature_store(settings, fraud, features)
         if online is not None:
             _add_labels(online, labels)
-        fast = model_name(fraud.fast_model)
-        for tx_id, value, _ in todo:  # the feedback last: it marks the label as applied
-            record_feedback(store, tx_id, value, model_name=fast, source="review")
+        # The feedback last: it marks the label as applied.
+        _record_feedback(store, [(t, v) for t, v, _ in todo], "review", fraud)
         fraud_count = sum(v == "1" for _, v, _ in todo)
         return ReviewsApplied(
             queue=fraud.review_queue,

@@ -7,13 +7,15 @@ Each day:
    consume FILE`` runs): masked at the door, online features, fraud-fast decides with
    the heavy model's latest scores, decisions and review tasks committed;
 2. the heavy model re-scores the day in batch (:func:`loopline.stream.rescore.rescore`,
-   its inputs the heavy features the batch side computed offline); its scores go to the
-   prediction log as fraud-heavy's predictions (request id = transaction id);
+   its inputs the heavy features the batch side computed offline), which also logs each
+   transaction's first heavy score as fraud-heavy's prediction (request id = transaction
+   id);
 3. the analyst works the review queue: the ``budget`` highest expected losses, answered
-   from the simulator's truth, applied as feedback and late labels
+   from the simulator's truth, applied as feedback (for both models) and late labels
    (:func:`loopline.stream.reviews.apply_reviews`);
 4. the true labels of the transactions of ``delay`` days ago arrive
-   (:func:`loopline.stream.reviews.record_labels`, source ``delayed``);
+   (:func:`loopline.stream.reviews.record_labels`, source ``delayed``, feedback for both
+   models);
 5. the plan's events: the heavy model's retrain through the gate; a bad release promoted
    by hand; the watcher (``loopline watch --on-drift --once``) with its automatic
    rollback on delayed-label average precision.
@@ -93,7 +95,7 @@ class Simulation:
             clock = _Clock()
             row: dict[str, Any] = {"day": day}
             row |= clock("decide", self._decide, day, by_day[day])
-            row |= clock("rescore", self._rescore, by_day[day])
+            row |= clock("rescore", self._rescore)
             row |= clock("analyst", self._analyst)
             late = i - self.plan.delay
             past = by_day[self.world.june_days[late - 1]] if late >= 1 else june.iloc[:0]
@@ -142,69 +144,16 @@ class Simulation:
         kept = frame.drop(columns=[c for c in found.columns if c in frame.columns])
         return pd.concat([kept.reset_index(drop=True), found], axis=1)
 
-    def _rescore(self, rows: pd.DataFrame) -> dict[str, Any]:
+    def _rescore(self) -> dict[str, Any]:
         from loopline.stream.rescore import rescore
 
         result = rescore(self.settings, features=self.heavy_inputs, config=self.config)
-        logged = self._log_heavy(rows["TRANSACTION_ID"].astype(str).tolist(), result.seconds)
         return {
             "rescored": result.scored,
             "rescore_version": result.version,
             "newly_suspicious": result.newly_suspicious,
-            "heavy_logged": logged,
+            "heavy_logged": result.logged,
         }
-
-    def _log_heavy(self, tx_ids: list[str], seconds: float) -> int:
-        """fraud-heavy's first score of each of the day's transactions, as a prediction
-        (the version that scored it, the heavy inputs, the pseudonymised customer)."""
-        import orjson
-        import sqlalchemy as sa
-
-        from loopline.core import schema
-        from loopline.core.predlog import PredictionRecord, open_sink
-        from loopline.fraud.models import heavy_columns
-
-        d = schema.decisions
-        query = sa.select(
-            d.c.tx_id, d.c.tx_time, d.c.batch_score, d.c.batch_version, d.c.features
-        ).where(d.c.tx_id.in_(tx_ids), d.c.batch_score.is_not(None))
-        with self.store.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        if not rows:
-            return 0
-        columns = [c for c in heavy_columns() if c in self.heavy.columns]
-        heavy = self.heavy.reindex([int(r[0]) for r in rows])[columns]
-        review = self.config.thresholds.review
-        per_row_ms = 1000.0 * seconds / max(1, len(rows))
-        records = []
-        for (tx_id, tx_time, score, version, features), values in zip(
-            rows, heavy.to_numpy(dtype=float), strict=True
-        ):
-            recorded = orjson.loads(features) if features else {}
-            p = float(score)
-            records.append(
-                PredictionRecord(
-                    request_id=str(tx_id),
-                    ts=tx_time,
-                    model_name=HEAVY,
-                    model_version=str(version),
-                    route="champion",
-                    inputs={
-                        "TX_AMOUNT": recorded.get("TX_AMOUNT"),
-                        **dict(zip(columns, values.tolist(), strict=True)),
-                        "CUSTOMER_ID": recorded.get("CUSTOMER_ID"),
-                    },
-                    label="1" if p >= review else "0",
-                    probabilities={"0": 1.0 - p, "1": p},
-                    latency_ms=per_row_ms,
-                )
-            )
-        sink = open_sink(str(self.settings.prediction_log_url))
-        try:
-            sink.write(records)
-        finally:
-            sink.close()
-        return len(records)
 
     # -- 3. the analyst ---------------------------------------------------------------------------
     def _analyst(self) -> dict[str, Any]:
@@ -222,7 +171,6 @@ class Simulation:
             queue.submit(task.id, ANALYST, label)
             answers.append((str(task.item_id), label))
         applied = apply_reviews(self.settings, config=self.config)
-        self._heavy_feedback([(t, "1" if v == "fraud" else "0") for t, v in answers], "review")
         backlog = len(queue.tasks(status="open"))
         return {
             "reviewed": len(answers),
@@ -230,24 +178,6 @@ class Simulation:
             "reviews_applied": applied.applied,
             "review_backlog": backlog,
         }
-
-    def _heavy_feedback(self, labels: list[tuple[str, str]], source: str) -> None:
-        """The same labels as feedback for fraud-heavy's predictions (feedback is joined to
-        a model's predictions by model name): the rows ``record_feedback`` writes, in one
-        database transaction."""
-        from datetime import UTC, datetime
-
-        from loopline.core import schema
-
-        if not labels:
-            return
-        now = datetime.now(UTC)
-        rows = [
-            {"request_id": t, "label": v, "source": source, "model_name": HEAVY, "created_at": now}
-            for t, v in labels
-        ]
-        with self.store.engine.begin() as conn:
-            conn.execute(schema.feedback.insert(), rows)
 
     # -- 4. the delayed labels --------------------------------------------------------------------
     def _delayed(self, rows: pd.DataFrame) -> int:
@@ -267,7 +197,6 @@ class Simulation:
             store=self.store,
             config=self.config,
         )
-        self._heavy_feedback(list(zip(ids, labels, strict=True)), "delayed")
         return len(ids)
 
     # -- 5. the watcher ----------------------------------------------------------------------------
