@@ -11,14 +11,16 @@ import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from loopline.errors import ConfigError
+
+if TYPE_CHECKING:
+    import yaml
 
 CONFIG_FILE = "loopline.yaml"
 _file_values: ContextVar[dict[str, Any] | None] = ContextVar("loopline_file_values", default=None)
@@ -132,6 +134,8 @@ def _read_project_files(root: Path) -> dict[str, Any]:
         values.update(data.get("tool", {}).get("loopline", {}))
     config = root / CONFIG_FILE
     if config.is_file():
+        import yaml  # only with a loopline.yaml: PyYAML costs ~11 ms of a command's start-up
+
         try:
             data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
         except UnicodeDecodeError as exc:

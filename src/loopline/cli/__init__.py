@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from loopline.cli.data import check_detection_command, diff_command, snapshot_command
 from loopline.cli.label import label_app
@@ -26,6 +24,7 @@ from loopline.cli.support import (
     JsonOpt,
     LooplineGroup,
     check_project_folder,
+    lazy_console,
     load_project_settings,
     print_json,
 )
@@ -59,8 +58,10 @@ app.add_typer(monitor_app, name="monitor")
 app.add_typer(pii_app, name="pii")
 app.add_typer(stream_app, name="stream")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True)  # errors stay one line
+# rich (console ~18 ms, table ~4 ms to import) loads when a command first prints: `--json`
+# commands and those that print nothing never pay for it (see support.lazy_console).
+out = lazy_console(highlight=False)
+err = lazy_console(stderr=True, highlight=False, soft_wrap=True)  # errors stay one line
 _state: dict[str, Any] = {"debug": False, "project": None}
 
 
@@ -109,8 +110,8 @@ def init(
 
     written = write_template(directory, template, data)
     for path in written:
-        out.print(f"[green]created[/] {path}")
-    out.print(f"next: cd {directory} && loopline run {template}")
+        out().print(f"[green]created[/] {path}")
+    out().print(f"next: cd {directory} && loopline run {template}")
 
 
 # -- run -----------------------------------------------------------------------------
@@ -171,7 +172,7 @@ def run(
         return
     _print_steps(result)
     for outcome in _model_outcomes(result):
-        out.print(outcome["summary"], markup=False, soft_wrap=True)
+        out().print(outcome["summary"], markup=False, soft_wrap=True)
 
 
 def _run_summary(result: RunResult) -> dict[str, Any]:
@@ -273,6 +274,8 @@ def _model_outcome_line(
 
 
 def _print_steps(result: RunResult) -> None:
+    from rich.table import Table
+
     table = Table(title=f"run {result.run_id} · {result.pipeline} · {result.status}")
     table.add_column("step")
     table.add_column("status")
@@ -283,8 +286,8 @@ def _print_steps(result: RunResult) -> None:
         outputs = ", ".join(f"{k}={v[:10]}" for k, v in s.outputs.items())
         status = f"[{colours.get(s.status, 'white')}]{s.status}[/]"
         table.add_row(name, status, f"{s.duration_s:.2f}s", outputs)
-    out.print(table)
-    out.print(
+    out().print(table)
+    out().print(
         f"{result.cache_hits}/{len(result.steps)} steps from cache · {result.duration_s:.2f}s"
     )
 
@@ -306,7 +309,7 @@ class _StepProgress:
             SpinnerColumn(),
             TextColumn("{task.description}"),
             TimeElapsedColumn(),
-            console=err,
+            console=err(),
             transient=True,
         )
         self._progress.start()
@@ -357,6 +360,8 @@ def runs_list(
     if as_json:
         print_json(rows)
         return
+    from rich.table import Table
+
     table = Table(title="runs")
     for col in ("run", "pipeline", "status", "started", "time", "steps", "code"):
         table.add_column(col)
@@ -366,9 +371,9 @@ def runs_list(
         duration = f"{r['duration_s']:.2f}s" if r["duration_s"] is not None else "-"
         started = str(r["started_at"])[:19]
         table.add_row(r["id"], r["pipeline"], r["status"], started, duration, steps, code)
-    out.print(table)
+    out().print(table)
     if not rows:
-        out.print("no runs yet: `loopline run` runs a pipeline")
+        out().print("no runs yet: `loopline run` runs a pipeline")
 
 
 @runs_app.command("show")
@@ -393,12 +398,14 @@ def runs_show(
     if as_json:
         print_json(run_row)
         return
-    out.print(
+    out().print(
         f"[bold]run {run_row['id']}[/] · {run_row['pipeline']} · {run_row['status']} · "
         f"code {run_row['code_commit'] or 'untracked'}"
         + (f" (dirty {run_row['code_dirty_hash'][:8]})" if run_row["code_dirty_hash"] else "")
     )
-    out.print(f"params: {run_row['params']}")
+    out().print(f"params: {run_row['params']}")
+    from rich.table import Table
+
     table = Table()
     for col in ("step", "status", "time", "cached from", "inputs", "outputs"):
         table.add_column(col)
@@ -411,9 +418,9 @@ def runs_show(
             ", ".join(f"{k}={v[:10]}" for k, v in s["inputs"].items()),
             ", ".join(f"{k}={v[:10]}" for k, v in s["outputs"].items()),
         )
-    out.print(table)
+    out().print(table)
     if run_row["error"]:
-        out.print(f"[red]error:[/] {run_row['error']}")
+        out().print(f"[red]error:[/] {run_row['error']}")
 
 
 def _get_run(store: MetadataStore, ref: str) -> dict[str, Any]:
@@ -476,6 +483,8 @@ def models_list(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(rows)
         return
+    from rich.table import Table
+
     table = Table(title="models")
     for col in ("model", "version", "aliases", "data", "run", "created"):
         table.add_column(col)
@@ -488,9 +497,9 @@ def models_list(as_json: JsonOpt = False) -> None:
             row["run_id"] or "-",
             str(row["created_at"] or "-")[:19].replace("T", " "),
         )
-    out.print(table)
+    out().print(table)
     if not rows:
-        out.print("no model is registered yet: `loopline run` trains and registers one")
+        out().print("no model is registered yet: `loopline run` trains and registers one")
 
 
 @models_app.command("promote")
@@ -508,7 +517,7 @@ def models_promote(
         registry.promote(name, version, reason=reason, actor="cli")
     else:
         registry.set_alias(name, alias, version, reason=reason, actor="cli")
-    out.print(f"{name}@{alias} -> version {version}")
+    out().print(f"{name}@{alias} -> version {version}")
 
 
 @models_app.command("rollback")
@@ -520,7 +529,7 @@ def models_rollback(
 ) -> None:
     """Move champion back to the previous version."""
     info = _registry()[0].rollback(name, reason=reason, actor="cli")
-    out.print(f"{name}@champion -> version {info.version}")
+    out().print(f"{name}@champion -> version {info.version}")
 
 
 @models_app.command("history")
@@ -536,6 +545,8 @@ def models_history(
     if as_json:
         print_json(events)
         return
+    from rich.table import Table
+
     table = Table(title=f"alias history of {name}")
     for col in ("time", "alias", "version", "was", "actor", "reason"):
         table.add_column(col)
@@ -548,7 +559,7 @@ def models_history(
             e["actor"],
             e["reason"],
         )
-    out.print(table)
+    out().print(table)
 
 
 @app.command()
@@ -621,7 +632,7 @@ def lineage(
             branch.add(f"params: {step['params']}")
         if step["output"] in folders:
             branch.add(f"data: {folders[step['output']].describe()}")
-    out.print(tree)
+    out().print(tree)
 
 
 def _lineage_of_request(request_id: str, as_json: bool) -> None:
@@ -678,7 +689,7 @@ def _lineage_of_request(request_id: str, as_json: bool) -> None:
     if found.get("service_code_version"):
         lines.append(f"decision service code: {found['service_code_version']}")
     for line in lines:
-        out.print(line, markup=False, soft_wrap=True)  # one line each, even when long
+        out().print(line, markup=False, soft_wrap=True)  # one line each, even when long
 
 
 def _fmt(value: Any) -> str:
@@ -714,6 +725,8 @@ def predict_remote_cmd(
 
 
 def _print_predictions(answers: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
     table = Table(title="predictions")
     for col in ("text", "label", "p", "version", "request", "latency"):
         table.add_column(col)
@@ -727,7 +740,7 @@ def _print_predictions(answers: list[dict[str, Any]]) -> None:
             str(answer.get("request_id") or "-"),
             f"{answer['latency_ms']:.1f} ms",
         )
-    out.print(table)
+    out().print(table)
 
 
 # -- data ----------------------------------------------------------------------------
@@ -798,7 +811,7 @@ def data_validate(
     if as_json:
         print_json(report)
     else:
-        out.print(format_report(report))
+        out().print(format_report(report))
 
 
 def _split_labels(raw: str | None) -> list[str] | None:
@@ -867,15 +880,15 @@ def watch(
     )
     if once:
         events = watcher.run_once()
-        print_json(events) if as_json else out.print(events)
+        print_json(events) if as_json else out().print(events)
         return
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    err.print(f"watching (every {interval or config.poll_interval_s:g} s); Ctrl-C stops")
+    err().print(f"watching (every {interval or config.poll_interval_s:g} s); Ctrl-C stops")
     watcher.run_forever(interval or config.poll_interval_s, stop)
-    err.print("stopped")
+    err().print("stopped")
 
 
 # -- demo ----------------------------------------------------------------------------
@@ -910,9 +923,9 @@ def demo(
                 _settings(),
                 data=data,
                 on_event=on_event,
-                progress=None if as_json else err.print,
+                progress=None if as_json else err().print,
             )
-        print_json(summary) if as_json else print_fraud(summary, out)
+        print_json(summary) if as_json else print_fraud(summary, out())
         return
     if system != "sentiment":
         raise LooplineError(f"no demo named {system!r} yet", hint="available: sentiment, fraud")
@@ -923,7 +936,7 @@ def demo(
     if as_json:
         print_json(summary)
     else:
-        print_summary(summary, out)
+        print_summary(summary, out())
 
 
 # -- entry point ---------------------------------------------------------------------
@@ -940,18 +953,18 @@ def main() -> None:
         if report:
             from loopline.data.validate import format_report
 
-            err.print(format_report(report), markup=False)
+            err().print(format_report(report), markup=False)
         from rich.text import Text
 
-        err.print(Text("error: ", style="bold red") + Text(exc.message))
+        err().print(Text("error: ", style="bold red") + Text(exc.message))
         if exc.hint:
-            err.print(Text(f"hint: {exc.hint}", style="dim"))
+            err().print(Text(f"hint: {exc.hint}", style="dim"))
         code = exc.exit_code
         if isinstance(exc, StepFailed):
             code = 2 if isinstance(exc.cause, LooplineError) else 1
         sys.exit(code)
     except KeyboardInterrupt:
-        err.print("interrupted")
+        err().print("interrupted")
         sys.exit(130)
 
 

@@ -16,14 +16,19 @@ from pathlib import Path
 from typing import Annotated, cast
 
 import typer
-from rich.console import Console
 
-from loopline.cli.support import JsonOpt, load_project_settings, print_json, project_root
+from loopline.cli.support import (
+    JsonOpt,
+    lazy_console,
+    load_project_settings,
+    print_json,
+    project_root,
+)
 from loopline.errors import LooplineError
 
 __all__ = ["check_detection_command", "diff_command", "snapshot_command"]
 
-out = Console(highlight=False, soft_wrap=True)
+out = lazy_console(highlight=False, soft_wrap=True)
 _SHOWN_PATHS = 50
 
 
@@ -43,8 +48,8 @@ def snapshot_command(
     if as_json:
         print_json(snap.summary())
         return
-    out.print(f"snapshot {snap.id}", markup=False)
-    out.print(
+    out().print(f"snapshot {snap.id}", markup=False)
+    out().print(
         f"{len(snap.files)} files · {snap.total_bytes:,} bytes · {snap.rehashed} re-hashed, "
         f"{snap.reused} unchanged (not read) · {snap.root}",
         markup=False,
@@ -68,9 +73,9 @@ def diff_command(
     if as_json:
         print_json(result.to_dict())
         return
-    out.print(f"{result.a[:12]} -> {result.b[:12]}", markup=False)
+    out().print(f"{result.a[:12]} -> {result.b[:12]}", markup=False)
     if result.unchanged:
-        out.print("no changes", markup=False)
+        out().print("no changes", markup=False)
         return
     for sign, label, paths in (
         ("+", "added", result.added),
@@ -78,10 +83,10 @@ def diff_command(
         ("~", "changed", result.changed),
     ):
         for path in paths[:_SHOWN_PATHS]:
-            out.print(f"{sign} {path}", markup=False)
+            out().print(f"{sign} {path}", markup=False)
         if len(paths) > _SHOWN_PATHS:
-            out.print(f"{sign} ... and {len(paths) - _SHOWN_PATHS} more {label}", markup=False)
-    out.print(
+            out().print(f"{sign} ... and {len(paths) - _SHOWN_PATHS} more {label}", markup=False)
+    out().print(
         f"{len(result.added)} added, {len(result.removed)} removed, {len(result.changed)} changed",
         markup=False,
     )
@@ -136,6 +141,6 @@ def check_detection_command(
     if as_json:
         print_json(report.to_dict())
     else:
-        out.print(report.format_text(), markup=False)
+        out().print(report.format_text(), markup=False)
     if not report.passed:
         raise typer.Exit(1)

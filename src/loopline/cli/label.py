@@ -23,10 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from loopline.cli.support import JsonOpt, print_json, settings_from
+from loopline.cli.support import JsonOpt, lazy_console, print_json, settings_from
 from loopline.errors import DataError, LooplineError
 
 if TYPE_CHECKING:
@@ -43,7 +41,7 @@ label_app = typer.Typer(
 queue_app = typer.Typer(help="Add items, label them one by one, and see agreement.")
 label_app.add_typer(queue_app, name="queue")
 
-out = Console(highlight=False)
+out = lazy_console(highlight=False)
 
 QueueOpt = Annotated[str, typer.Option("--queue", "-q", metavar="NAME", help="Queue name.")]
 AnnotatorOpt = Annotated[
@@ -177,8 +175,8 @@ def queue_add(
     if as_json:
         print_json({"added": added, "skipped": len(items) - added, **progress})
         return
-    out.print(f"added {added} item(s) to queue {queue!r} ({len(items) - added} already there)")
-    out.print(f"queue now holds {progress['total']} item(s), {progress['open']} open")
+    out().print(f"added {added} item(s) to queue {queue!r} ({len(items) - added} already there)")
+    out().print(f"queue now holds {progress['total']} item(s), {progress['open']} open")
 
 
 @queue_app.command("next")
@@ -196,12 +194,12 @@ def queue_next(
         print_json({"task": None if task is None else task.to_dict(), "labels": labels})
         return
     if task is None:
-        out.print(f"nothing left for {annotator} in queue {queue!r}")
+        out().print(f"nothing left for {annotator} in queue {queue!r}")
         return
-    out.print(f"[bold]task {task.id}[/] (item {task.item_id}, from {task.source})")
-    out.print(task.text if task.text is not None else json.dumps(task.payload), markup=False)
-    out.print(f"labels: {', '.join(labels)}")
-    out.print(f"submit: loopline label queue submit {task.id} LABEL --annotator {annotator}")
+    out().print(f"[bold]task {task.id}[/] (item {task.item_id}, from {task.source})")
+    out().print(task.text if task.text is not None else json.dumps(task.payload), markup=False)
+    out().print(f"labels: {', '.join(labels)}")
+    out().print(f"submit: loopline label queue submit {task.id} LABEL --annotator {annotator}")
 
 
 @queue_app.command("submit")
@@ -220,7 +218,7 @@ def queue_submit(
     if as_json:
         print_json({"annotation_id": annotation_id, "progress": progress})
         return
-    out.print(
+    out().print(
         f"saved {label!r} for task {task_id}; {progress['open']} item(s) open, "
         f"you labelled {progress['mine']}",
         markup=False,
@@ -248,19 +246,21 @@ _STAT_NAMES = {
 
 def _print_stats(stats: dict[str, Any]) -> None:
     tasks = stats["tasks"]
-    out.print(
+    out().print(
         f"queue {stats['queue']!r}: {tasks['total']} item(s), {tasks['labelled']} with a label "
         f"({tasks['done']} done, {tasks['open']} open); {stats['annotations']} label(s) given "
         f"by {len(stats['annotators'])} annotator(s)",
         markup=False,
     )
+    from rich.table import Table
+
     table = Table("statistic", "value")
     for key, value in stats["agreement"].items():
         shown = "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else value)
         table.add_row(_STAT_NAMES.get(key, key), str(shown))
     table.add_row("items with disagreement", str(stats["disagreements"]))
     table.add_row("ties (no majority)", str(stats["ties"]))
-    out.print(table)
+    out().print(table)
 
 
 # -- Label Studio ----------------------------------------------------------------------------
@@ -292,7 +292,7 @@ def import_file(
     if as_json:
         print_json(summary.__dict__)
         return
-    out.print(
+    out().print(
         f"imported {summary.tasks} task(s) ({summary.new_tasks} new) and "
         f"{summary.annotations} annotation(s) into queue {queue!r}"
         + (f"; skipped {summary.skipped_annotations} empty" if summary.skipped_annotations else "")
@@ -319,7 +319,7 @@ def export_file(
     with _open_queue(ctx, queue) as q:
         tasks = export_labelstudio(q, file, config=config)
     count = sum(len(t["annotations"]) for t in tasks)
-    out.print(f"wrote {len(tasks)} task(s) with {count} annotation(s) to {file}")
+    out().print(f"wrote {len(tasks)} task(s) with {count} annotation(s) to {file}")
 
 
 # -- web page --------------------------------------------------------------------------------
@@ -365,7 +365,7 @@ def serve(
                     for f in waiting
                 ),
             )
-        out.print(f"labeling page for queue {name!r} on http://{host}:{port}/", markup=False)
+        out().print(f"labeling page for queue {name!r} on http://{host}:{port}/", markup=False)
         serve_label_app(q, host=host, port=port, annotator_default=annotator)
 
 
@@ -381,7 +381,7 @@ def _queue_to_serve(queues: list[dict[str, Any]]) -> str:
         return "default"
     if len(waiting) == 1:
         name = str(waiting[0]["name"])
-        out.print(
+        out().print(
             f"queue 'default' has nothing to label; opening queue {name!r}, "
             "the only queue with open tasks",
             markup=False,

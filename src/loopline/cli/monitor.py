@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from loopline.cli.support import JsonOpt, print_json, settings_from
+from loopline.cli.support import JsonOpt, lazy_console, print_json, settings_from
 from loopline.errors import LooplineError
 
 __all__ = ["monitor_app"]
@@ -30,7 +29,7 @@ monitor_app = typer.Typer(
     no_args_is_help=True,
 )
 
-out = Console(highlight=False)
+out = lazy_console(highlight=False)
 
 WindowOpt = Annotated[
     str,
@@ -157,9 +156,9 @@ def report_command(
         data["html"] = None if written is None else str(written)
         print_json(data)
         return
-    print_summary(report, out)
+    print_summary(report, out())
     if written is not None:
-        out.print(f"HTML report written to {written}")
+        out().print(f"HTML report written to {written}")
 
 
 @monitor_app.command("diagnose")
@@ -198,7 +197,7 @@ def diagnose_command(
     if json_output:
         print_json(result.to_dict())
         return
-    result.print(out)
+    result.print(out())
 
 
 def _is_card_precision(name: str) -> bool:

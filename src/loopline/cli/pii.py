@@ -17,10 +17,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from loopline.cli.support import JsonOpt, load_project_settings, print_json, project_root
+from loopline.cli.support import (
+    JsonOpt,
+    lazy_console,
+    load_project_settings,
+    print_json,
+    project_root,
+)
 from loopline.errors import LooplineError
 
 if TYPE_CHECKING:
@@ -34,8 +38,8 @@ pii_app = typer.Typer(
     no_args_is_help=True,
 )
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = lazy_console(highlight=False)
+err = lazy_console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -91,30 +95,32 @@ def audit_command(
 
 
 def _print_audit(report: Any) -> None:
+    from rich.table import Table
+
     if report.findings:
         table = Table(title="personal data found")
         for col in ("store", "where", "what", "count", "example"):
             table.add_column(col, overflow="fold")
         for f in report.findings:
             table.add_row(f.store, f.location, f.kind, str(f.count), f.example)
-        out.print(table)
+        out().print(table)
     scanned = ", ".join(f"{store} {n:,}" for store, n in report.scanned.items()) or "nothing"
-    out.print(f"values scanned: {scanned} (recognisers: {report.engine})", markup=False)
+    out().print(f"values scanned: {scanned} (recognisers: {report.engine})", markup=False)
     for skipped in report.skipped:
-        out.print(f"not scanned: {skipped['store']}: {skipped['why']}", markup=False)
+        out().print(f"not scanned: {skipped['store']}: {skipped['why']}", markup=False)
     if report.pseudonyms:
         keys = ", ".join(f"{k}_ {n:,}" for k, n in sorted(report.pseudonyms.items()))
-        out.print(f"distinct pseudonyms by key id: {keys}", markup=False)
+        out().print(f"distinct pseudonyms by key id: {keys}", markup=False)
     for problem in report.errors:
-        err.print(
+        err().print(
             f"could not scan {problem['store']} ({problem['where']}): {problem['error']}",
             markup=False,
         )
     if report.clean:
-        out.print("no personal data found")
+        out().print("no personal data found")
     elif report.findings:
         total = sum(f.count for f in report.findings)
-        out.print(f"personal data found: {total:,} values in {len(report.findings)} places")
+        out().print(f"personal data found: {total:,} values in {len(report.findings)} places")
 
 
 @pii_app.command("forget")
@@ -183,6 +189,8 @@ class _OnlineFeatures:
 
 
 def _print_forget(report: Any) -> None:
+    from rich.table import Table
+
     verb = "would remove" if report.dry_run else "removed"
     if report.removed:
         table = Table(title=f"{verb} (subject {report.subject})")
@@ -190,25 +198,25 @@ def _print_forget(report: Any) -> None:
             table.add_column(col, overflow="fold")
         for row in report.removed:
             table.add_row(row["store"], row["location"], str(row["rows"]))
-        out.print(table)
+        out().print(table)
     else:
-        out.print(f"nothing to remove: no record carries the subject {report.subject}")
+        out().print(f"nothing to remove: no record carries the subject {report.subject}")
     for artifact in report.rewritten_artifacts:
-        out.print(
+        out().print(
             f"artifact {artifact['artifact'][:12]} rewritten under the same id without "
             f"{artifact['rows_removed']} rows (recorded in its meta.json)",
             markup=False,
         )
     for model in report.models_to_retrain:
-        out.print(
+        out().print(
             f"model {model['model']} version {model['version']} was trained on data that held "
             "the subject: retrain it to remove their influence",
             markup=False,
         )
     for left in report.remaining:
-        out.print(
+        out().print(
             f"still found in {left['store']}: {left['location']} ({left['count']})", markup=False
         )
     for skipped in report.skipped:
-        out.print(f"not covered: {skipped['store']}: {skipped['why']}", markup=False)
-    out.print(f"{verb} {report.total_removed} records in total")
+        out().print(f"not covered: {skipped['store']}: {skipped['why']}", markup=False)
+    out().print(f"{verb} {report.total_removed} records in total")

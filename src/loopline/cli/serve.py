@@ -5,15 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from loopline.cli.support import project_root
+from loopline.cli.support import lazy_console, project_root
 
 if TYPE_CHECKING:
     from loopline.serve.server import ServeConfig
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = lazy_console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def serve_command(
@@ -113,7 +111,9 @@ def serve_command(
 
 
 def _say(message: str) -> None:
-    err.print(escape(message))
+    from rich.markup import escape  # rich loads only when something is printed
+
+    err().print(escape(message))
 
 
 def _say_protection(config: ServeConfig) -> None:

@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from loopline.cli.support import JsonOpt, print_json, settings_from
+from loopline.cli.support import JsonOpt, lazy_console, print_json, settings_from
 
 __all__ = ["stream_app"]
 
@@ -37,7 +36,7 @@ stream_app = typer.Typer(
     no_args_is_help=True,
 )
 
-out = Console(highlight=False)
+out = lazy_console(highlight=False)
 
 
 @stream_app.command("consume")
@@ -135,7 +134,7 @@ def consume(
     if as_json:
         print_json(summary)
         return
-    out.print(
+    out().print(
         f"decided {summary['decided']} transaction(s) ({summary['flagged']} flagged, "
         f"{summary['reviews']} sent to review), {summary['duplicates']} already decided, "
         f"{summary['dead_lettered']} dead-lettered, in {summary['seconds']} s",
@@ -143,11 +142,11 @@ def consume(
     )
     if summary["actions"]:
         actions = ", ".join(f"{k} {v}" for k, v in sorted(summary["actions"].items()))
-        out.print(f"  actions: {actions}", markup=False)
+        out().print(f"  actions: {actions}", markup=False)
     for flag, count in summary["fallbacks"].items():
-        out.print(f"  fallback {flag}: {count} decision(s)", markup=False)
+        out().print(f"  fallback {flag}: {count} decision(s)", markup=False)
     for reason, count in summary["dead_letter_reasons"].items():
-        out.print(f"  dead letters: {count} x {reason}", markup=False)
+        out().print(f"  dead letters: {count} x {reason}", markup=False)
 
 
 def _log_fallbacks() -> None:
@@ -180,7 +179,7 @@ def rescore(
     if as_json:
         print_json(result.to_dict())
         return
-    out.print(
+    out().print(
         f"re-scored {result.scored} decision(s) with {result.model} version {result.version} "
         f"in {result.seconds:.1f} s; {result.newly_suspicious} newly suspicious sent to review"
         + (f"; {result.unscorable} without the inputs it needs" if result.unscorable else ""),
@@ -199,7 +198,7 @@ def apply_reviews(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         print_json(result.to_dict())
         return
     store = " and the feature store" if result.feature_store else ""
-    out.print(
+    out().print(
         f"applied {result.applied} review label(s) ({result.fraud} fraud, {result.legit} "
         f"legit) to feedback{store}; {result.unchanged} already applied",
         markup=False,
@@ -224,7 +223,7 @@ def replay(
     if as_json:
         print_json(result.to_dict())
         return
-    out.print(
+    out().print(
         f"sent {result.sent} message(s) in {result.seconds:.1f} s ({result.rate:.0f}/s)",
         markup=False,
     )
