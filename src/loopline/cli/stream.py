@@ -181,7 +181,8 @@ def rescore(
         return
     out().print(
         f"re-scored {result.scored} decision(s) with {result.model} version {result.version} "
-        f"in {result.seconds:.1f} s; {result.newly_suspicious} newly suspicious sent to review"
+        f"in {result.seconds:.1f} s; {result.newly_suspicious} newly suspicious sent to review; "
+        f"{result.logged} first score(s) in the prediction log"
         + (f"; {result.unscorable} without the inputs it needs" if result.unscorable else ""),
         markup=False,
     )

@@ -27,7 +27,7 @@ The ``fraud`` section of ``loopline.yaml`` (every key optional; the defaults sho
                                           # (null: thresholds.review)
         retry_s: 1.0                      # a store that failed is tried again after this long
       group_commit: {commit: batch, synchronous: NORMAL, batch_size: 256}
-      prediction_log: true                # the fast model's decisions in the prediction log
+      prediction_log: true                # fast decisions and first heavy scores -> prediction log
       model_poll_s: 30                    # follow the aliases (a new champion, a rollback)
 
 **How a transaction is decided** (:meth:`DecisionPolicy.decide`):
