@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import yaml
 
+from loopline.data.folders import require_folder
 from loopline.data.images import IMAGE_EXTENSIONS
 from loopline.data.images import _reason as _pillow_reason
 from loopline.errors import DataError
@@ -250,7 +251,12 @@ def read_yolo(root: str | Path) -> DetectionDataset:
     :class:`~loopline.errors.DataError` for a missing folder, missing class names, and
     label lines that are not five numbers (every bad line listed).
     """
-    base = _require_dir(Path(root).expanduser(), "YOLO dataset")
+    base = require_folder(
+        root,
+        name="YOLO dataset",
+        expected="a folder for the YOLO dataset",
+        holds="images/ and labels/",
+    )
     images_dir, labels_dir = base / "images", base / "labels"
     for sub in (images_dir, labels_dir):
         if not sub.is_dir():
@@ -807,16 +813,6 @@ def _has_bbox(entry: dict[str, Any], where: str, bad: list[str]) -> bool:
         return True
     bad.append(f"{where} (bbox must be [x, y, width, height] numbers, found {bbox!r})")
     return False
-
-
-def _require_dir(base: Path, what: str) -> Path:
-    if not base.exists():
-        raise DataError(f"{what} not found: {base}", hint="check the path")
-    if not base.is_dir():
-        raise DataError(
-            f"expected a folder for the {what}, found a file: {base}", hint="pass the folder"
-        )
-    return base
 
 
 def _listed_error(message: str, items: list[str], hint: str) -> DataError:

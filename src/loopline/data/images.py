@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from loopline.data.folders import require_folder
 from loopline.errors import DataError
 
 __all__ = ["IMAGE_EXTENSIONS", "image_statistics", "read_image_folder"]
@@ -53,7 +54,12 @@ def read_image_folder(
             f"unknown labels={labels!r}: expected 'folder' or 'none'",
             hint="labels='folder' takes each image's label from its folder name",
         )
-    base = _require_folder(root)
+    base = require_folder(
+        root,
+        name="image folder",
+        expected="a folder of images",
+        holds="the images (one sub-folder per label)",
+    )
     suffixes = tuple(_normalise_extension(e) for e in extensions)
     files = sorted(
         p
@@ -200,21 +206,6 @@ def _bad_images(bad: list[tuple[Path, str]], total: int, base: Path | None) -> D
         hint="remove or replace those files (download them again; a truncated file was cut "
         "off during a copy), then read the folder again",
     )
-
-
-def _require_folder(root: str | Path) -> Path:
-    base = Path(root).expanduser()
-    if not base.exists():
-        raise DataError(
-            f"image folder not found: {base}",
-            hint=f"check the path (relative paths start from {Path.cwd()})",
-        )
-    if not base.is_dir():
-        raise DataError(
-            f"expected a folder of images, found a file: {base}",
-            hint="pass the folder that holds the images (one sub-folder per label)",
-        )
-    return base
 
 
 def _normalise_extension(ext: str) -> str:

@@ -39,6 +39,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from loopline.data.folders import require_folder
 from loopline.errors import DataError
 
 __all__ = [
@@ -588,17 +589,12 @@ def read_text_folder(root: str | Path, *, encoding: str = "utf-8") -> pd.DataFra
 
     Returns columns ``text``, ``label``, ``path`` (absolute), sorted by label and file name.
     """
-    base = Path(root).expanduser()
-    if not base.exists():
-        raise DataError(
-            f"text folder not found: {base}",
-            hint=f"check the path (relative paths start from {Path.cwd()})",
-        )
-    if not base.is_dir():
-        raise DataError(
-            f"expected a folder of label sub-folders, found a file: {base}",
-            hint="pass the folder that holds one sub-folder per label (root/<label>/*.txt)",
-        )
+    base = require_folder(
+        root,
+        name="text folder",
+        expected="a folder of label sub-folders",
+        holds="one sub-folder per label (root/<label>/*.txt)",
+    )
     codec = _codec(encoding)
     documents = _document_files(base)
     if not documents:

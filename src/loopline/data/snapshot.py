@@ -31,6 +31,7 @@ import orjson
 
 from loopline.config import Settings, load_settings
 from loopline.core.hashing import sha256_bytes
+from loopline.data.folders import require_folder
 from loopline.errors import DataError
 
 __all__ = [
@@ -143,7 +144,7 @@ def take_snapshot(
     :class:`~loopline.errors.DataError` when the folder is missing or a file cannot be read.
     """
     settings = settings or load_settings()
-    root = _require_folder(folder)
+    root = require_folder(folder, name="folder", expected="a folder to snapshot", holds="the file")
     store_dir = _store_dir(settings)
     started_ns = time.time_ns()
     previous = _previous_entries(store_dir, root)
@@ -376,21 +377,6 @@ def _write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-
-
-def _require_folder(folder: str | Path) -> Path:
-    root = Path(folder).expanduser()
-    if not root.exists():
-        raise DataError(
-            f"folder not found: {root}",
-            hint=f"pass an existing folder (relative paths start from {Path.cwd()})",
-        )
-    if not root.is_dir():
-        raise DataError(
-            f"expected a folder to snapshot, found a file: {root}",
-            hint="pass the folder that holds the file",
-        )
-    return root.resolve()
 
 
 def _unreadable(path: Path, exc: OSError) -> DataError:
