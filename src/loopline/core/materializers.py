@@ -56,8 +56,40 @@ class DataFrameMaterializer:
 
     def load(self, folder: Path) -> Any:
         import pandas as pd
+        import pyarrow.parquet as pq
 
-        return pd.read_parquet(folder / "data.parquet")
+        path = folder / "data.parquet"
+        frame = pd.read_parquet(path)
+        _restore_time_units(frame, pq.read_schema(path).pandas_metadata or {})
+        return frame
+
+
+def _restore_time_units(frame: Any, pandas_metadata: dict[str, Any]) -> None:
+    """Give datetime columns (and the index) back the unit they were saved with.
+
+    Parquet has no seconds unit: a ``datetime64[s]`` column is stored in milliseconds and
+    read back as ``datetime64[ms]``, so a step fed from the store would see another frame
+    (and hash other bytes) than one fed the object in memory. pandas records each column's
+    numpy type in the file; casting back to it is exact (the values were whole seconds).
+    """
+    import numpy as np
+
+    index_fields = [f for f in pandas_metadata.get("index_columns", []) if isinstance(f, str)]
+    for entry in pandas_metadata.get("columns", []):
+        saved = entry.get("numpy_type") or ""
+        if not saved.startswith("datetime64["):
+            continue
+        unit = np.datetime_data(np.dtype(saved))[0]
+        name, field = entry.get("name"), entry.get("field_name")
+        if field in index_fields:
+            index = frame.index
+            if len(index_fields) == 1 and getattr(index, "unit", unit) != unit:
+                frame.index = index.as_unit(unit)
+            continue
+        if name in frame.columns:
+            column = frame[name]
+            if getattr(column.dt, "unit", unit) != unit:
+                frame[name] = column.dt.as_unit(unit)
 
 
 class NumpyMaterializer:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +44,9 @@ def quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    # With a tracking server MLflow prints "View run ... at: URL" to stdout on every finished
+    # run, which would corrupt `--json` output.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # MLflow configures its loggers on import from this variable (INFO by default).
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -97,6 +101,26 @@ def save_model(
     (path / DESCRIPTION_FILE).write_bytes(
         orjson.dumps(description, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
     )
+    _content_addressed_mlmodel(path)
+
+
+# MLflow writes a random model_uuid and the save time into every MLmodel file, so saving the
+# same model twice gave two artifact hashes: a re-run, a reproduction or a step run by an
+# orchestrator could never match. The time goes (MLflow fills in the load time when it is
+# absent; the registry keeps its own creation time) and the uuid comes from the content.
+_VOLATILE_MLMODEL_LINE = re.compile(r"^(model_uuid|utc_time_created): .*\n", re.MULTILINE)
+
+
+def _content_addressed_mlmodel(path: Path) -> None:
+    """Make ``path``'s MLmodel depend on the model only: a uuid derived from the folder's
+    content, no save time."""
+    from loopline.core.hashing import hash_tree
+
+    mlmodel = path / "MLmodel"
+    text = _VOLATILE_MLMODEL_LINE.sub("", mlmodel.read_text(encoding="utf-8"))
+    mlmodel.write_text(text, encoding="utf-8")
+    digest = hash_tree(path)
+    mlmodel.write_text(f"{text}model_uuid: {digest[:32]}\n", encoding="utf-8")
 
 
 def load_model(path: str | Path) -> Any:
