@@ -95,3 +95,35 @@ def test_a_frame_read_from_the_store_is_the_frame_that_was_saved(tmp_path: Path)
     loaded = store.load(store.save(frame).hash)
     pd.testing.assert_frame_equal(loaded, frame)
     assert store.save(loaded).hash == store.save(frame).hash
+
+
+def test_a_text_model_saved_in_two_processes_has_one_hash(tmp_path: Path) -> None:
+    # scikit-learn's vectorizers remember id(stop_words), an address that differs in every
+    # process: a thread run and a Ray or processes run of one pipeline hashed two models.
+    script = textwrap.dedent(
+        """
+        import sys
+        import pandas as pd
+        from sklearn.compose import ColumnTransformer
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from loopline.core.artifacts import ArtifactStore
+
+        X = pd.DataFrame({"text": ["good day", "bad day", "great fun", "awful thing"] * 3})
+        model = make_pipeline(
+            ColumnTransformer([("words", TfidfVectorizer(), "text")]), LogisticRegression()
+        ).fit(X, [1, 0, 1, 0] * 3)
+        print(ArtifactStore(sys.argv[1]).save(model).hash)
+        """
+    )
+    hashes = {
+        subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / name)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        for name in ("a", "b")
+    }
+    assert len(hashes) == 1

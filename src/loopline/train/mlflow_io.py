@@ -72,6 +72,7 @@ def save_model(
     description = model.describe() if isinstance(model, Model) else {"bare": True}
     flavor = estimator_flavor(estimator)
     _pickle_project_code_by_value()
+    _forget_object_addresses(estimator)
     common: dict[str, Any] = {
         "signature": signature,
         "input_example": input_example,
@@ -102,6 +103,31 @@ def save_model(
         orjson.dumps(description, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
     )
     _content_addressed_mlmodel(path)
+
+
+def _forget_object_addresses(estimator: Any) -> None:
+    """Drop what a fitted estimator remembers of object addresses, so its pickle is the same
+    in every process: scikit-learn's text vectorizers cache ``id(stop_words)`` (an address,
+    different in each process) to skip a consistency check, which simply runs again
+    without it. Walks pipelines, column transformers and other nested estimators."""
+    seen: set[int] = set()
+    pending = [estimator]
+    while pending:
+        obj = pending.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, list | tuple):
+            pending.extend(obj)
+            continue
+        if isinstance(obj, dict):
+            pending.extend(obj.values())
+            continue
+        state = getattr(obj, "__dict__", None)
+        if state is None or not hasattr(obj, "get_params"):
+            continue  # only estimators (and the containers holding them) are walked
+        state.pop("_stop_words_id", None)
+        pending.extend(state.values())
 
 
 # MLflow writes a random model_uuid and the save time into every MLmodel file, so saving the
