@@ -198,7 +198,10 @@ class LexiconScores:
         self.lexicon_: dict[str, float] = dict(analyzer.lexicon)
         self.emojis_: dict[str, str] = dict(analyzer.emojis)
         self.boosters_: dict[str, float] = dict(vader.BOOSTER_DICT)
-        self.negations_: frozenset[str] = frozenset(vader.NEGATE)
+        # A dict in sorted order rather than a frozenset: a set pickles in the order of its
+        # strings' hashes, which differ in every process, so the same model would be stored
+        # (and hashed) differently by a re-run, a reproduction or a Ray worker.
+        self.negations_: dict[str, None] = dict.fromkeys(sorted(vader.NEGATE))
         self.n_features_in_ = 1
         return self
 
