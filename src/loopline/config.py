@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     import yaml
 
 CONFIG_FILE = "loopline.yaml"
+# How a run executes its steps: threads of the run's process, child processes, Ray tasks.
+ExecutorName = Literal["threads", "processes", "ray"]
 _file_values: ContextVar[dict[str, Any] | None] = ContextVar("loopline_file_values", default=None)
 
 
@@ -54,7 +56,12 @@ class Settings(BaseSettings):
     artifact_root: str | None = None
     mlflow_tracking_uri: str | None = None
     prediction_log_url: str | None = None
-    executor: Literal["threads", "processes"] = "threads"
+    executor: ExecutorName = "threads"
+    # With executor ray: None starts a Ray instance inside the run's process; "auto" joins
+    # the cluster `ray start` runs on this machine; "HOST:PORT" joins the cluster whose head
+    # listens there (its nodes must reach artifact_root and metadata_url: use s3:// and
+    # postgresql:// for a real cluster).
+    ray_address: str | None = None
     # Steps that hold the GIL gain nothing from more threads than cores, and lose to
     # contention; the default follows the machine.
     max_workers: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1), ge=1)

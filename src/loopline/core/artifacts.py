@@ -4,8 +4,8 @@ An artifact is a folder ``<root>/<hash[:2]>/<hash>/`` holding the materializer's
 and a ``meta.json`` written last. Writes go to ``<root>/.tmp/<pid>-<uuid>/`` and are
 renamed into place, so a reader never sees a half-written artifact, whatever happens to
 the writer (``kill -9`` included). Roots other than a local folder go through fsspec:
-the folder is uploaded under a temporary name and moved, and ``meta.json`` is uploaded
-last, so an artifact without it does not exist.
+each file is uploaded to its final key (one atomic PUT per object on S3 and its kin) and
+``meta.json`` last, so an artifact without it does not exist.
 """
 
 from __future__ import annotations
@@ -116,12 +116,13 @@ class ArtifactStore:
         target = self.uri(digest)
         if self.fs.exists(f"{target}/{META}"):
             return
-        staging = f"{self.root.rstrip('/')}/.tmp/{uuid.uuid4().hex}"
-        for path in sorted(tmp.rglob("*")):
-            if path.is_file() and path.name != META:
-                self.fs.put_file(str(path), f"{staging}/{path.relative_to(tmp).as_posix()}")
-        if self.fs.exists(staging):
-            self.fs.mv(staging, target, recursive=True)
+        # Straight to the final keys, meta.json last: an object store has no folder rename
+        # (s3fs's mv is a copy per object, and into an existing "folder" it nests), while
+        # each object's upload is atomic. Two writers of one hash write the same bytes, and
+        # a reader sees the artifact only once meta.json is there.
+        files = [p for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != META]
+        for path in files:
+            self.fs.put_file(str(path), f"{target}/{path.relative_to(tmp).as_posix()}")
         self.fs.put_file(str(tmp / META), f"{target}/{META}")
 
     def _sweep_dead_temps(self) -> None:

@@ -7,7 +7,9 @@ outcome is written in one transaction, so a crash leaves either the whole record
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import socket
 import threading
 import uuid
@@ -26,8 +28,10 @@ from loopline.errors import ConfigError, LooplineError
 
 # Key of the PostgreSQL advisory lock held while the schema is created or upgraded.
 _SCHEMA_LOCK = 0x100971E  # "loopline"
+# Key of the PostgreSQL advisory lock that serialises step records (see _lock_records).
+_RECORD_LOCK = 0x100971F
 # The newest migration; the store upgrades any older database to it on open.
-SCHEMA_HEAD = "0006_decision_policy"
+SCHEMA_HEAD = "0007_step_placement"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -39,6 +43,26 @@ def now() -> datetime:
 def new_id() -> str:
     """A short random id for runs and step runs."""
     return uuid.uuid4().hex[:16]
+
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+
+
+def run_id_for(given: str) -> str:
+    """A run id for an id chosen outside Loopline (an orchestrator's run id, a user's name).
+
+    An id of up to 32 letters, digits, ``_``, ``.`` and ``-`` is kept as it is; any other
+    (Airflow's ``manual__2026-11-30T13:20:48+00:00``) becomes its first characters, made
+    safe, plus a hash of the whole: the same given id always names the same run, and
+    two ids that differ only after the prefix stay apart.
+    """
+    if not given.strip():
+        raise LooplineError("the run id is empty", hint="pass --run-id with a non-empty value")
+    if _RUN_ID.fullmatch(given):
+        return given
+    prefix = re.sub(r"[^A-Za-z0-9_.-]+", "-", given)[:19].strip("-._")
+    digest = hashlib.sha256(given.encode()).hexdigest()[:12]
+    return f"{prefix}-{digest}" if prefix else digest
 
 
 def _dumps(value: Any) -> str:
@@ -76,6 +100,7 @@ class MetadataStore:
         self._is_sqlite = url.startswith("sqlite")
         # SQLite allows one writer: serialise our own writers instead of retrying on locks.
         self._write_lock = threading.Lock()
+        self._alias_lock = threading.Lock()  # see alias_lock
         if not create:
             self._check_sqlite_file()
         self.engine = self._connect(url)
@@ -183,6 +208,18 @@ class MetadataStore:
         with self._write_lock, self.engine.begin() as conn:
             yield conn
 
+    def _lock_records(self, conn: sa.Connection) -> None:
+        """Serialise, across processes, the transactions that look a row up before adding
+        it (artifacts by hash, dataset versions numbered max + 1, model versions).
+
+        Without it two users' runs on one PostgreSQL store both read "not there yet" and
+        one fails on a unique constraint: the same artifact recorded twice, or two new
+        dataset versions given the same number. The lock is the transaction's and ends
+        with it. A SQLite store has one writer at a time already.
+        """
+        if not self._is_sqlite:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _RECORD_LOCK})
+
     def close(self) -> None:
         """Release pooled connections."""
         self.engine.dispose()
@@ -232,6 +269,79 @@ class MetadataStore:
                     duration_s=(ended - _aware(started)).total_seconds(),
                 )
             )
+
+    def join_run(
+        self,
+        run_id: str,
+        pipeline: str,
+        params: dict[str, Any],
+        commit: str | None,
+        dirty: str | None,
+        executor: str,
+    ) -> None:
+        """Mark run ``run_id`` as ``running``, creating it if no step of it has come yet.
+
+        For runs whose steps arrive one by one from an orchestrator, each in its own
+        process: the run has no process of its own (no pid, so it never shows as killed
+        between steps). A run id already used by another pipeline or other parameters is
+        an error.
+        """
+        try:
+            with self._tx() as conn:
+                conn.execute(
+                    schema.runs.insert().values(
+                        id=run_id,
+                        pipeline=pipeline,
+                        status="running",
+                        params=_dumps(params),
+                        code_commit=commit,
+                        code_dirty_hash=dirty,
+                        executor=executor,
+                        started_at=now(),
+                    )
+                )
+            return
+        except sa.exc.IntegrityError:
+            pass  # the run exists: another of its steps came first
+        runs = schema.runs
+        with self._tx() as conn:
+            found = conn.execute(
+                sa.select(runs.c.pipeline, runs.c.params).where(runs.c.id == run_id)
+            ).one()
+            if found.pipeline != pipeline or found.params != _dumps(params):
+                raise LooplineError(
+                    f"run {run_id!r} belongs to pipeline '{found.pipeline}' with parameters "
+                    f"{found.params}, not to '{pipeline}' with {_dumps(params)}",
+                    hint="give every step of one run the same pipeline and parameters, "
+                    "or use a new run id",
+                )
+            conn.execute(
+                runs.update()
+                .where(runs.c.id == run_id)
+                .values(status="running", ended_at=None, error=None)
+            )
+
+    def step_outputs(self, run_id: str) -> dict[str, dict[str, str]]:
+        """The outputs of each step that completed (or was a cache hit) in a run, by step;
+        a step recorded more than once in the run counts with its latest record."""
+        sr, sa_ = schema.step_runs, schema.step_artifacts
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(sr.c.id, sr.c.step)
+                .where(sr.c.run_id == run_id, sr.c.status.in_(("completed", "cached")))
+                .order_by(sr.c.started_at)
+            ).all()
+            latest = {row.step: row.id for row in rows}
+            edges = conn.execute(
+                sa.select(sa_.c.step_run_id, sa_.c.name, sa_.c.artifact_hash).where(
+                    sa_.c.step_run_id.in_(list(latest.values())), sa_.c.direction == "output"
+                )
+            ).all()
+        by_id = {step_run_id: step for step, step_run_id in latest.items()}
+        found: dict[str, dict[str, str]] = {step: {} for step in latest}
+        for edge in edges:
+            found[by_id[edge.step_run_id]][edge.name] = edge.artifact_hash
+        return found
 
     def list_runs(self, limit: int = 20, pipeline: str | None = None) -> list[dict[str, Any]]:
         """Newest runs first, with step counts; runs whose process died show as ``killed``."""
@@ -299,6 +409,7 @@ class MetadataStore:
             ).all()
         for step_row in steps:
             step_row["inputs"] = {}
+            step_row["retries"] = orjson.loads(step_row["retries"]) if step_row["retries"] else []
             step_row["outputs"] = {}
         by_id = {s["id"]: s for s in steps}
         for edge in edges:
@@ -346,6 +457,10 @@ class MetadataStore:
         error: str | None = None,
         dataset: tuple[str, str, int | None, str] | None = None,
         model_versions: list[dict[str, Any]] | None = None,
+        node_id: str | None = None,
+        worker: str | None = None,
+        attempts: int | None = None,
+        retries: list[str] | None = None,
     ) -> int | None:
         """Write a finished step run, its artifacts and edges in ONE transaction.
 
@@ -353,11 +468,14 @@ class MetadataStore:
         ``dataset`` = (name, artifact hash, rows, source) also records a dataset version;
         the return value is that version number. ``model_versions`` are the lineage rows of
         model versions the step registered (see :meth:`_insert_model_version`).
+        ``node_id``, ``worker``, ``attempts`` and ``retries`` say where a step ran outside
+        the run's process and why earlier attempts were lost (see core.ray_executor).
         """
         ended = now()
         step_run_id = new_id()
         version = None
         with self._tx() as conn:
+            self._lock_records(conn)
             conn.execute(
                 schema.step_runs.insert().values(
                     id=step_run_id,
@@ -372,6 +490,10 @@ class MetadataStore:
                     ended_at=ended,
                     duration_s=(ended - started_at).total_seconds(),
                     error=error,
+                    node_id=node_id,
+                    worker=worker,
+                    attempts=attempts,
+                    retries=None if retries is None else _dumps(retries),
                 )
             )
             edges: list[dict[str, Any]] = []
@@ -499,6 +621,36 @@ class MetadataStore:
                 )
             )
 
+    @contextmanager
+    def alias_lock(self, model_name: str) -> Iterator[None]:
+        """Hold ``model_name``'s aliases for one read-and-move (promote, rollback), against
+        other threads and processes using this store.
+
+        A promotion reads where ``champion`` and ``previous`` are, moves both and records
+        the moves. Two users promoting at once would otherwise both read the same champion:
+        both record it as the one they replaced, and the history no longer chains. On
+        PostgreSQL the lock is an advisory lock of a transaction held for the block (one per
+        model name); on SQLite a lock file beside the database.
+        """
+        from loopline.core.hashing import sha256_bytes
+
+        with self._alias_lock:
+            if self._is_sqlite:
+                path = self.url.split("///", 1)[-1] if "///" in self.url else ""
+                if not path or path == ":memory:":
+                    yield
+                    return
+                from filelock import FileLock
+
+                with FileLock(f"{path}.aliases.lock", timeout=300):
+                    yield
+                return
+            # A signed 64-bit key from the name (15 hex digits: always in range).
+            key = int(sha256_bytes(b"loopline.aliases", model_name.encode())[:15], 16)
+            with self.engine.begin() as conn:
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+                yield
+
     def alias_history(self, model_name: str) -> list[dict[str, Any]]:
         """Every alias move of a model, oldest first."""
         ae = schema.alias_events
@@ -562,6 +714,7 @@ class MetadataStore:
     def record_model_version(self, **row: Any) -> None:
         """Record a model version's lineage outside a pipeline run (tests, imports)."""
         with self._tx() as conn:
+            self._lock_records(conn)
             self._insert_model_version(conn, **row)
 
     def version_by_recipe(self, model_name: str, recipe: str) -> str | None:
@@ -690,6 +843,131 @@ class MetadataStore:
                     ae.c.model_name == model_name, ae.c.rule == rule
                 )
             ).scalar()
+
+    # -- dashboard queries (loopline ui): filtered and paged in SQL ----------------------
+    def page_runs(
+        self,
+        *,
+        pipeline: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of runs, newest first, with step counts, and how many runs match in all.
+
+        ``status`` filters on the recorded status (a killed run was recorded as
+        ``running``); ``since <= started_at < until`` (UTC). The index on ``started_at``
+        keeps a page fast however many runs there are.
+        """
+        runs = schema.runs
+        where: list[Any] = []
+        if pipeline:
+            where.append(runs.c.pipeline == pipeline)
+        if status:
+            where.append(runs.c.status == status)
+        if since is not None:
+            where.append(runs.c.started_at >= since)
+        if until is not None:
+            where.append(runs.c.started_at < until)
+        query = (
+            sa.select(runs)
+            .where(*where)
+            .order_by(runs.c.started_at.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        with self.engine.connect() as conn:
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(runs).where(*where)
+            ).scalar_one()
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+            counts = self._step_counts(conn, [r["id"] for r in rows])
+        for row in rows:
+            row["status"] = _effective_status(row)
+            row["steps"] = counts.get(row["id"], {})
+        return rows, int(total)
+
+    def run_pipelines(self) -> list[str]:
+        """The names of the pipelines that have runs, sorted."""
+        runs = schema.runs
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(runs.c.pipeline).distinct().order_by(runs.c.pipeline))
+            return [str(name) for name in found.scalars()]
+
+    def artifacts_info(self, hashes: list[str]) -> dict[str, dict[str, Any]]:
+        """The recorded rows (materializer, type, size, uri) of these artifacts, by hash."""
+        if not hashes:
+            return {}
+        art = schema.artifacts
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(art).where(art.c.hash.in_(sorted(set(hashes)))))
+            return {r.hash: dict(r._mapping) for r in rows}
+
+    def outputs_of_steps(self, run_ids: list[str], step_prefix: str) -> list[dict[str, Any]]:
+        """The outputs of the steps named ``step_prefix...`` that completed (or were cache
+        hits) in these runs, in one query: ``run_id``, ``step``, ``name``, ``hash`` and
+        ``materializer`` each."""
+        if not run_ids:
+            return []
+        sr, edges, art = schema.step_runs, schema.step_artifacts, schema.artifacts
+        query = (
+            sa.select(
+                sr.c.run_id,
+                sr.c.step,
+                edges.c.name,
+                edges.c.artifact_hash.label("hash"),
+                art.c.materializer,
+            )
+            .join(edges, edges.c.step_run_id == sr.c.id)
+            .join(art, art.c.hash == edges.c.artifact_hash)
+            .where(
+                sr.c.run_id.in_(sorted(set(run_ids))),
+                sr.c.step.startswith(step_prefix, autoescape=True),
+                sr.c.status.in_(("completed", "cached")),
+                edges.c.direction == "output",
+            )
+        )
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def model_names(self) -> list[str]:
+        """The names of the models Loopline registered, sorted."""
+        mv = schema.model_versions
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(mv.c.model_name).distinct().order_by(mv.c.model_name)
+            ).scalars()
+            return [str(name) for name in found]
+
+    def page_model_versions(
+        self,
+        model_name: str | None = None,
+        *,
+        run_id: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Lineage rows of registered versions (of one model, or registered by one run),
+        newest first, and how many match in all."""
+        mv = schema.model_versions
+        where: list[Any] = []
+        if model_name is not None:
+            where.append(mv.c.model_name == model_name)
+        if run_id is not None:
+            where.append(mv.c.run_id == run_id)
+        query = (
+            sa.select(mv).where(*where).order_by(mv.c.created_at.desc()).limit(limit).offset(offset)
+        )
+        with self.engine.connect() as conn:
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(mv).where(*where)
+            ).scalar_one()
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+        for row in rows:
+            row["datasets"] = orjson.loads(row["datasets"]) if row["datasets"] else []
+        return rows, int(total)
 
     def lineage(self, model_name: str, version: str) -> dict[str, Any]:
         """Where a model version came from: its run, code version, steps and data.

@@ -10,14 +10,14 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from loopline.core.dag import Dag, build_dag
 from loopline.core.step import step
 from loopline.errors import PipelineError
 
 if TYPE_CHECKING:
-    from loopline.config import Settings
+    from loopline.config import ExecutorName, Settings
     from loopline.core.runner import RunEvent, RunResult
 
 __all__ = ["Pipeline", "pipeline", "step"]
@@ -74,7 +74,7 @@ class Pipeline:
         settings: Settings | None = None,
         *,
         cache: bool = True,
-        executor: Literal["threads", "processes"] | None = None,
+        executor: ExecutorName | None = None,
         on_event: Callable[[RunEvent], None] | None = None,
         **params: Any,
     ) -> RunResult:
@@ -85,6 +85,28 @@ class Pipeline:
         runner = Runner(settings or load_settings(), executor=executor, on_event=on_event)
         try:
             return runner.run(self.build(**params), use_cache=cache)
+        finally:
+            runner.close()
+
+    def run_step(
+        self,
+        step: str,
+        /,
+        *,
+        run_id: str | None = None,
+        settings: Settings | None = None,
+        cache: bool = True,
+        on_event: Callable[[RunEvent], None] | None = None,
+        **params: Any,
+    ) -> RunResult:
+        """Execute only ``step`` as part of run ``run_id``, its inputs being the outputs
+        its upstream steps recorded in that run (see :meth:`Runner.run_step`)."""
+        from loopline.config import load_settings
+        from loopline.core.runner import Runner
+
+        runner = Runner(settings or load_settings(), on_event=on_event)
+        try:
+            return runner.run_step(self.build(**params), step, run_id, use_cache=cache)
         finally:
             runner.close()
 

@@ -35,14 +35,15 @@ from typing import Any, Literal
 
 import orjson
 
-from loopline.config import Settings
+from loopline.config import ExecutorName, Settings
 from loopline.core.artifacts import ArtifactStore, StoredArtifact
 from loopline.core.codeversion import code_version
 from loopline.core.dag import ArtifactInfo, Dag, Node, Output
 from loopline.core.fingerprint import code_fingerprint, value_fingerprint
 from loopline.core.hashing import canonical_json, hash_tree, sha256_bytes
 from loopline.core.lineage import ModelVersion
-from loopline.core.metadata import MetadataStore, now
+from loopline.core.metadata import MetadataStore, new_id, now, run_id_for
+from loopline.core.ray_executor import Placement, RayExecutor
 from loopline.errors import LooplineError, PipelineError, StepFailed
 
 StepStatus = Literal["pending", "running", "completed", "cached", "failed", "skipped"]
@@ -197,7 +198,7 @@ class Runner:
         *,
         metadata: MetadataStore | None = None,
         artifacts: ArtifactStore | None = None,
-        executor: Literal["threads", "processes"] | None = None,
+        executor: ExecutorName | None = None,
         max_workers: int | None = None,
         on_event: Callable[[RunEvent], None] | None = None,
     ) -> None:
@@ -211,6 +212,7 @@ class Runner:
         self.executor = executor or settings.executor
         self.max_workers = max_workers or settings.max_workers
         self.on_event = on_event
+        self._ray: RayExecutor | None = None  # connected on the first run with executor ray
         self._file_hashes: dict[str, str] = {}
         self._static_keys: dict[str, tuple[str, str]] = {}  # node -> (code, code+params)
         self._shown_params: dict[str, dict[str, Any]] = {}  # node -> params as recorded
@@ -226,6 +228,8 @@ class Runner:
         started = time.perf_counter()
         # Every parameter is checked (and fingerprinted) before anything runs or is recorded.
         self._static_keys = {node.name: self._static_key(node) for node in dag.nodes}
+        if self.executor == "ray" and self._ray is None:  # a cluster that is down: no run
+            self._ray = RayExecutor(self.settings.ray_address)
         version = code_version(self.settings.project_root)
         run_id = self.metadata.start_run(
             dag.pipeline, dag.params, version.commit, version.dirty_hash, self.executor
@@ -253,6 +257,55 @@ class Runner:
         self.metadata.finish_run(run_id, "completed")
         return result
 
+    def run_step(
+        self, dag: Dag, step: str, run_id: str | None = None, *, use_cache: bool = True
+    ) -> RunResult:
+        """Execute one step of ``dag`` as part of run ``run_id`` (a new run if None).
+
+        For orchestrators that run each step as a task of their own (see
+        :mod:`loopline.orchestrate.export`): the step's inputs are the outputs its upstream
+        steps recorded in the same run, read from the artifact store; its cache key, cache
+        hit and lineage are those of a full run. The first step to arrive creates the run;
+        the one that completes the last step of the DAG closes it. ``run_id`` may be any
+        string (see :func:`~loopline.core.metadata.run_id_for`).
+        """
+        node = dag.node(step)
+        started = time.perf_counter()
+        self._static_keys = {node.name: self._static_key(node)}
+        run_id = run_id_for(run_id) if run_id is not None else new_id()
+        recorded = self.metadata.step_outputs(run_id)
+        missing = sorted(u.name for u in node.upstream if u.name not in recorded)
+        if missing:
+            raise PipelineError(
+                f"step '{step}' needs the outputs of {', '.join(map(repr, missing))}, which "
+                f"have not completed in run {run_id}",
+                hint="run those steps first with the same --run-id",
+            )
+        version = code_version(self.settings.project_root)
+        self.metadata.join_run(
+            run_id, dag.pipeline, dag.params, version.commit, version.dirty_hash, "orchestrated"
+        )
+        steps = {
+            u.name: StepResult(u.name, "completed", outputs=recorded[u.name]) for u in node.upstream
+        }
+        steps[step] = StepResult(step)
+        result = RunResult(run_id, dag.pipeline, "running", steps, 0.0, self.artifacts)
+        try:
+            self._run_node(node, result, use_cache, None)
+        except Exception as exc:
+            self.metadata.finish_run(run_id, "failed", error=f"{step}: {exc}")
+            raise StepFailed(step, exc, run_id) from exc
+        except BaseException as interrupt:
+            self.metadata.finish_run(run_id, "interrupted", error=repr(interrupt))
+            raise
+        finally:
+            result.duration_s = time.perf_counter() - started
+            result.steps = {step: result.steps[step]}  # the upstream steps ran elsewhere
+        if {n.name for n in dag.nodes} <= set(self.metadata.step_outputs(run_id)):
+            self.metadata.finish_run(run_id, "completed")
+            result.status = "completed"
+        return result
+
     # -- scheduling -------------------------------------------------------------
     def _execute(
         self, dag: Dag, result: RunResult, use_cache: bool
@@ -260,8 +313,9 @@ class Runner:
         pending = list(dag.nodes)
         done: set[str] = set()
         failure: tuple[str, BaseException] | None = None
-        wants_processes = self.executor == "processes" or any(
-            n.step.executor == "processes" for n in dag.nodes
+        # On Ray every step is a task in a process of its own: no pool here.
+        wants_processes = self._ray is None and (
+            self.executor == "processes" or any(n.step.executor == "processes" for n in dag.nodes)
         )
         process_pool = None
         if wants_processes:
@@ -271,7 +325,7 @@ class Runner:
             )
         with (
             _serial_imports(),
-            cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="loopline") as pool,
+            cf.ThreadPoolExecutor(self._parallelism(), thread_name_prefix="loopline") as pool,
         ):
             running: dict[cf.Future[None], Node] = {}
             while pending or running:
@@ -296,6 +350,13 @@ class Runner:
             result.steps[node.name].status = "skipped"
         return failure
 
+    def _parallelism(self) -> int:
+        """How many steps run at once: on Ray, as many as the cluster has CPUs for (each
+        thread here only waits for its task), and at least ``max_workers``."""
+        if self._ray is not None:
+            return max(self.max_workers, self._ray.parallelism)
+        return self.max_workers
+
     # -- one node ---------------------------------------------------------------
     def _run_node(
         self,
@@ -315,11 +376,28 @@ class Runner:
             self._emit(result.run_id, node.name, "cached", step_result.duration_s)
             return
         step_result.status = "running"
+        placement: Placement | None = None
         try:
             in_process = node.step.executor == "processes" or (
                 node.step.executor is None and self.executor == "processes"
             )
-            if process_pool is not None and in_process:
+            if self._ray is not None:
+                placement = Placement()
+                stored = self._ray.run(
+                    _run_in_process,
+                    (
+                        _StepRef.of(node.step.fn),
+                        self._process_inputs(node, inputs, result),
+                        node.params,
+                        self.artifacts.root,
+                        node.step.outputs,
+                    ),
+                    name=node.name,
+                    resources=node.step.resources,
+                    retries=node.step.retries,
+                    placement=placement,
+                )
+            elif process_pool is not None and in_process:
                 stored = process_pool.submit(
                     _run_in_process,
                     _StepRef.of(node.step.fn),
@@ -345,6 +423,7 @@ class Runner:
                 inputs=inputs,
                 outputs={},
                 error="".join(traceback.format_exception(exc)),
+                **(placement.columns() if placement is not None else {}),
             )
             self._emit(result.run_id, node.name, "failed", step_result.duration_s)
             raise
@@ -362,6 +441,7 @@ class Runner:
             outputs=dict(stored),
             dataset=dataset,
             model_versions=versions,
+            **(placement.columns() if placement is not None else {}),
         )
         step_result.outputs = {name: art.hash for name, art in stored.items()}
         step_result.status = "completed"

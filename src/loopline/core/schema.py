@@ -39,6 +39,13 @@ step_runs = sa.Table(
     sa.Column("ended_at", sa.DateTime(timezone=True)),
     sa.Column("duration_s", sa.Float),
     sa.Column("error", sa.Text),
+    # (migration 0007) Where a step ran when not in the run's own process (the Ray
+    # executor): the Ray node id and "host pid N" of the worker; how many attempts it took
+    # and, as a JSON list, why each earlier attempt was lost (a worker or node died).
+    sa.Column("node_id", sa.String(64)),
+    sa.Column("worker", sa.String(300)),
+    sa.Column("attempts", sa.Integer),
+    sa.Column("retries", sa.Text),
 )
 
 artifacts = sa.Table(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from loopline.core.dag import ArtifactInfo, active_builder
+from loopline.errors import PipelineError
 
 if TYPE_CHECKING:
     from loopline.core.runner import RunContext
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 CacheExtra = Callable[["RunContext", dict[str, Any], dict[str, str]], str]
 # A fixed dataset name, or one chosen from the call's parameters (None: not a dataset).
 DatasetName = str | Callable[[dict[str, Any]], str | None] | None
+# What a step asks of the node that runs it on Ray: Ray's own option names.
+RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory", "resources")
 
 
 class Step:
@@ -36,9 +39,18 @@ class Step:
         version: str = "",
         cache_extra: CacheExtra | None = None,
         executor: Literal["threads", "processes"] | None = None,
+        resources: dict[str, Any] | None = None,
+        retries: int | None = None,
     ) -> None:
         self.fn = fn
         self.executor = executor
+        self.resources = _checked_resources(fn.__name__, resources or {})
+        if retries is not None and (not isinstance(retries, int) or retries < 0):
+            raise PipelineError(
+                f"step '{fn.__name__}': retries must be a whole number >= 0, found {retries!r}",
+                hint="e.g. @step(retries=2); 0 turns retries off",
+            )
+        self.retries = retries
         self.name = fn.__name__
         self.outputs = outputs or ("output",)
         self.cache = cache
@@ -106,6 +118,8 @@ def step(
     version: str = "",
     cache_extra: CacheExtra | None = None,
     executor: Literal["threads", "processes"] | None = None,
+    resources: dict[str, Any] | None = None,
+    retries: int | None = None,
 ) -> Callable[[Callable[..., Any]], Step]: ...
 
 
@@ -119,6 +133,8 @@ def step(
     version: str = "",
     cache_extra: CacheExtra | None = None,
     executor: Literal["threads", "processes"] | None = None,
+    resources: dict[str, Any] | None = None,
+    retries: int | None = None,
 ) -> Step | Callable[[Callable[..., Any]], Step]:
     """Make a function a pipeline step.
 
@@ -134,6 +150,14 @@ def step(
         executor: run this step in a child process ("processes") even when the run uses
             threads: for steps that hold the GIL (pure-Python text processing) and would
             slow the steps running beside them.
+        resources: what the step needs of the node that runs it on the Ray executor, in
+            Ray's terms: ``num_cpus`` (default 1), ``num_gpus``, ``memory`` (bytes) and
+            ``resources`` (custom resources a node was started with, e.g.
+            ``{"resources": {"gpu_node": 1}}`` to pin the step to such nodes). Other
+            executors ignore it; it is not part of the cache key.
+        retries: on the Ray executor, how often a step whose worker process or node dies
+            mid-step (a reclaimed spot instance) is started again elsewhere (default 3).
+            A step that raises is never retried: it fails the run, as with threads.
     """
 
     def wrap(func: Callable[..., Any]) -> Step:
@@ -145,6 +169,36 @@ def step(
             version=version,
             cache_extra=cache_extra,
             executor=executor,
+            resources=resources,
+            retries=retries,
         )
 
     return wrap(fn) if fn is not None else wrap
+
+
+def _checked_resources(step_name: str, resources: dict[str, Any]) -> dict[str, Any]:
+    """``resources`` as given, once every key is known and every amount a number >= 0."""
+    where = f"step '{step_name}'"
+    hint = (
+        'e.g. @step(resources={"num_cpus": 2, "num_gpus": 1, "memory": 2_000_000_000, '
+        '"resources": {"worker": 1}}); keys: ' + ", ".join(RESOURCE_KEYS)
+    )
+    if not isinstance(resources, dict):
+        raise PipelineError(f"{where}: resources must be a mapping", hint=hint)
+    unknown = sorted(set(resources) - set(RESOURCE_KEYS))
+    if unknown:
+        names = ", ".join(map(repr, unknown))
+        raise PipelineError(f"{where}: unknown resource {names}", hint=hint)
+    amounts = {k: v for k, v in resources.items() if k != "resources"}
+    custom = resources.get("resources", {})
+    if not isinstance(custom, dict) or not all(isinstance(k, str) for k in custom):
+        raise PipelineError(
+            f"{where}: 'resources' must map custom resource names to amounts", hint=hint
+        )
+    amounts.update(custom)
+    for name, amount in amounts.items():
+        if isinstance(amount, bool) or not isinstance(amount, int | float) or amount < 0:
+            raise PipelineError(
+                f"{where}: resource {name!r} must be a number >= 0, found {amount!r}", hint=hint
+            )
+    return dict(resources)
