@@ -25,6 +25,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -151,6 +152,9 @@ class AliasHistory(Protocol):
     def alias_history(self, model_name: str) -> list[dict[str, Any]]:
         """Return the recorded alias events of ``model_name``."""
         ...
+
+    # Optional: ``alias_lock(model_name)``, a context manager that holds the model's aliases
+    # against other threads and processes (see ModelRegistry._aliases_held).
 
 
 class ModelRegistry:
@@ -363,7 +367,11 @@ class ModelRegistry:
         uri = self.client.get_model_version_download_uri(info.name, info.version)
         # A local file:// artifact comes back as its own path (no copy); remote stores
         # are downloaded once and both the model and its MLmodel are read from there.
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        # The registry's own URI, not the process-wide one: a tracking server's proxied
+        # ``mlflow-artifacts:/`` URIs are resolved through the server that issued them.
+        local = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=self.tracking_uri)
+        )
         model = load_as_model(local)
         return LoadedModel(
             info=info,
@@ -541,8 +549,9 @@ class ModelRegistry:
         run_id: str | None = None,
     ) -> None:
         """Point ``name@alias`` at ``version`` and record the move in the alias history."""
-        current = self._registered_aliases(name).get(alias)
-        self._move_alias(name, alias, str(version), current, reason, actor, run_id)
+        with self._aliases_held(name):
+            current = self._registered_aliases(name).get(alias)
+            self._move_alias(name, alias, str(version), current, reason, actor, run_id)
 
     def promote(
         self,
@@ -557,8 +566,41 @@ class ModelRegistry:
 
         Promoting the current champion again changes nothing and records nothing.
         """
-        version = str(version)
-        aliases = self._registered_aliases(name)
+        with self._aliases_held(name):
+            self._promote(name, str(version), self._registered_aliases(name), reason, actor, run_id)
+
+    def promote_if(
+        self,
+        name: str,
+        version: str,
+        champion: str | None,
+        *,
+        reason: str,
+        actor: str,
+        run_id: str | None = None,
+    ) -> bool:
+        """:meth:`promote` only while the champion is still ``champion`` (None: there is
+        none); False, changing nothing, when another promotion came first.
+
+        For a gate's decision: it beat ``champion``, not whichever version another user
+        has promoted since.
+        """
+        with self._aliases_held(name):
+            aliases = self._registered_aliases(name)
+            if aliases.get(CHAMPION) != champion:
+                return False
+            self._promote(name, str(version), aliases, reason, actor, run_id)
+        return True
+
+    def _promote(
+        self,
+        name: str,
+        version: str,
+        aliases: dict[str, str],
+        reason: str,
+        actor: str,
+        run_id: str | None,
+    ) -> None:
         old = aliases.get(CHAMPION)
         if old == version:
             return
@@ -573,20 +615,34 @@ class ModelRegistry:
 
         Raises :class:`~loopline.errors.LooplineError` when there is no ``previous``.
         """
-        aliases = self._registered_aliases(name)
-        target = aliases.get(PREVIOUS)
-        old = aliases.get(CHAMPION)
-        if target is None:
-            raise LooplineError(
-                f"cannot roll back {name!r}: it has no {PREVIOUS!r} version "
-                f"(champion: {old or 'none'})",
-                hint=f"choose a version explicitly: `loopline models promote {name} VERSION`",
-            )
-        # The champion moves first so that serving switches as early as possible.
-        self._move_alias(name, CHAMPION, target, old, reason, actor, None)
-        if old is not None and old != target:
-            self._move_alias(name, PREVIOUS, old, target, reason, actor, None)
+        with self._aliases_held(name):
+            aliases = self._registered_aliases(name)
+            target = aliases.get(PREVIOUS)
+            old = aliases.get(CHAMPION)
+            if target is None:
+                raise LooplineError(
+                    f"cannot roll back {name!r}: it has no {PREVIOUS!r} version "
+                    f"(champion: {old or 'none'})",
+                    hint=f"choose a version explicitly: `loopline models promote {name} VERSION`",
+                )
+            # The champion moves first so that serving switches as early as possible.
+            self._move_alias(name, CHAMPION, target, old, reason, actor, None)
+            if old is not None and old != target:
+                self._move_alias(name, PREVIOUS, old, target, reason, actor, None)
         return self.resolve(f"{name}@{CHAMPION}")
+
+    @contextmanager
+    def _aliases_held(self, name: str) -> Iterator[None]:
+        """Read and move ``name``'s aliases as one step against other users of the same
+        stores: a history that can lock (Loopline's metadata store: ``alias_lock``) holds
+        the model for the block. Without it two promotions at once would both record the
+        same old champion as the one they replaced."""
+        lock = getattr(self.history, "alias_lock", None)
+        if lock is None:
+            yield
+            return
+        with lock(name):
+            yield
 
     def alias_history(self, name: str) -> list[dict[str, Any]]:
         """Recorded alias moves of ``name`` (empty when no history store is attached)."""

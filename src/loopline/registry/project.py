@@ -31,9 +31,12 @@ def open_registry(
             history = MetadataStore(settings.metadata_url, create=create)
         except StoreMissing:
             history = None  # nothing recorded yet, so no alias history either
+    # A tracking server decides where artifacts go (its --artifacts-destination, proxied
+    # for every client); a folder on this machine would be unreadable to the rest of a team.
+    server = settings.mlflow_tracking_uri.startswith(("http://", "https://"))
     return ModelRegistry(
         settings.mlflow_tracking_uri,
-        artifact_location=settings.mlflow_artifact_location,
+        artifact_location=None if server else settings.mlflow_artifact_location,
         history=history,
         create=create,
     )

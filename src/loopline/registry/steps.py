@@ -165,15 +165,29 @@ def register(
         )
     champion = ctx.metadata.current_alias(name, CHAMPION)
     promoted = bool(decision and decision["passed"]) and champion != existing.version
+    reasons = list((decision or {}).get("reasons") or [])
     if promoted:
         assert decision is not None
-        registry.promote(
-            name,
-            existing.version,
-            actor="loopline run",
-            run_id=ctx.run_id,
-            reason="gate passed: " + "; ".join(decision["reasons"]),
-        )
+        why = {
+            "actor": "loopline run",
+            "run_id": ctx.run_id,
+            "reason": "gate passed: " + "; ".join(decision["reasons"]),
+        }
+        # The gate compared with the champion of its time: if another run or user promoted
+        # a version since, this candidate has not been compared with that one. (A decision
+        # that does not say which champion it beat promotes as it is.)
+        beaten = decision.get("champion_version")
+        if "champion_version" in decision:
+            promoted = registry.promote_if(name, existing.version, beaten, **why)
+        else:
+            registry.promote(name, existing.version, **why)
+        if not promoted:
+            now = ctx.metadata.current_alias(name, CHAMPION)
+            reasons.append(
+                f"not promoted: version {now} became champion after the gate compared with "
+                f"{'no champion' if beaten is None else f'version {beaten}'}; run again to "
+                "compare with it"
+            )
     return ModelVersion(
         name=name,
         version=existing.version,
@@ -182,7 +196,7 @@ def register(
         mlflow_run_id=existing.run_id,
         dataset_version=primary["label"] if primary else None,
         new=new,
-        reasons=list((decision or {}).get("reasons") or []),
+        reasons=reasons,
     )
 
 
