@@ -108,6 +108,7 @@ def retrain(settings: Settings, config: MonitoringConfig, *, reason: str) -> dic
         registered = result.load(step) if step.startswith("register") else None
         if isinstance(registered, ModelVersion):
             outcome |= {
+                "model": registered.name,
                 "version": registered.version,
                 "promoted": registered.promoted,
                 "champion": registered.champion,
