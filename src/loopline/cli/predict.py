@@ -55,6 +55,20 @@ def predict_command(
             "instead of stopping at the first.",
         ),
     ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            metavar="local|ray",
+            help="local: this process, chunk by chunk. ray: Ray Data over a Parquet file or "
+            "folder of shards, a pool of actors each holding the model; OUTPUT is then a new "
+            "folder of Parquet files (row order not kept). Joins the cluster of the "
+            "ray_address setting, else starts Ray here.",
+        ),
+    ] = "local",
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help="With --engine ray: scoring actors (default: the CPUs)."),
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Score a CSV or Parquet file with a registered model, chunk by chunk.
@@ -70,12 +84,37 @@ def predict_command(
     from loopline.registry.project import open_registry
     from loopline.serve.batch import input_format_of, output_format_of, predict_file
 
+    if engine not in ("local", "ray"):
+        raise LooplineError(f"unknown engine {engine!r}", hint="use --engine local or ray")
+    if concurrency is not None and engine != "ray":
+        raise LooplineError("--concurrency applies to --engine ray", hint="drop --concurrency")
     # Wrong paths and options fail before the (slow) model load.
     input_format_of(input)
-    output_format_of(output, create_dirs=create_dirs)
+    if engine == "ray":
+        from loopline.serve.batch_ray import check_paths
+
+        check_paths(input, output, create_dirs=create_dirs)
+    else:
+        output_format_of(output, create_dirs=create_dirs)
     columns = _column_mapping(column or [])
     ref = model if ("@" in model or "/" in model) else f"{model}@champion"
-    loaded = open_registry(settings_from(ctx)).load(ref)
+    settings = settings_from(ctx)
+    loaded = open_registry(settings).load(ref)
+    if engine == "ray":
+        from loopline.serve.batch_ray import predict_parquet_ray
+
+        summary = predict_parquet_ray(
+            loaded,
+            input,
+            output,
+            ray_address=settings.ray_address,
+            chunk_rows=chunk_rows,
+            concurrency=concurrency,
+            columns=columns,
+            create_dirs=create_dirs,
+        )
+        _report(summary, json)
+        return
     with _progress_bar(f"{loaded.info.name} v{loaded.info.version}") as update:
         summary = predict_file(
             loaded,
@@ -87,6 +126,10 @@ def predict_command(
             create_dirs=create_dirs,
             skip_malformed=skip_malformed,
         )
+    _report(summary, json)
+
+
+def _report(summary: dict[str, Any], json: bool) -> None:
     if json:
         print_json(summary)
         return

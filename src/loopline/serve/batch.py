@@ -806,9 +806,12 @@ def _empty_rows(chunk: pa.Table, columns: list[str]) -> np.ndarray | None:
 
 
 def _score(
-    loaded: LoadedModel, chunk: pa.Table, plan: _OutputPlan, first_row: int
+    loaded: LoadedModel, chunk: pa.Table, plan: _OutputPlan, first_row: int | None
 ) -> tuple[pa.Table, int]:
-    """The chunk with its predictions, and how many of its rows were empty (not scored)."""
+    """The chunk with its predictions, and how many of its rows were empty (not scored).
+
+    ``first_row`` is the chunk's place in the input, for error messages (None: unknown, as
+    for a batch of Ray Data, see :mod:`loopline.serve.batch_ray`)."""
     import numpy as np
     import pyarrow as pa
 
@@ -843,7 +846,7 @@ def _score(
 
 
 def _predict_chunk(
-    loaded: LoadedModel, table: pa.Table, classes: list[str], first_row: int, n: int
+    loaded: LoadedModel, table: pa.Table, classes: list[str], first_row: int | None, n: int
 ) -> np.ndarray:
     import numpy as np
 
@@ -852,9 +855,13 @@ def _predict_chunk(
     except LooplineError:
         raise
     except Exception as exc:
+        where = (
+            f"a batch of {n:,} rows"
+            if first_row is None
+            else f"rows {first_row:,}-{first_row + n:,}"
+        )
         raise DataError(
-            f"model {loaded.info.ref} failed on rows {first_row:,}-{first_row + n:,}: "
-            f"{type(exc).__name__}: {exc}",
+            f"model {loaded.info.ref} failed on {where}: {type(exc).__name__}: {exc}",
             hint="check those rows for missing or malformed values",
         ) from exc
     if proba.ndim != 2 or proba.shape != (table.num_rows, len(classes)):

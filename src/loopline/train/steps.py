@@ -39,3 +39,46 @@ def train(
     return fit_model(
         data, model, features=features, target=target, task=task, sample_weight=sample_weight
     )
+
+
+@step(outputs=("model", "trials"))
+def search(
+    data: pd.DataFrame,
+    *,
+    model: Any,
+    space: dict[str, Any],
+    target: str,
+    features: list[str] | None = None,
+    task: Literal["auto", "classification", "regression"] = "auto",
+    trials: int = 20,
+    batch: int = 4,
+    scoring: str | None = None,
+    cv: int = 3,
+    seed: int = 0,
+) -> tuple[Model, pd.DataFrame]:
+    """Search ``space`` for ``model``'s best settings with Optuna; train the best on ``data``.
+
+    ``model`` is an unfitted estimator, ``space`` maps its parameters (``set_params``
+    names) to a list of choices or ``{"low", "high", "log", "step"}``. Each trial is scored
+    by ``cv``-fold cross-validation with scikit-learn's ``scoring`` (default macro-F1 or
+    negated RMSE). On the Ray executor the trials of each round of ``batch`` run as Ray
+    tasks; elsewhere one after another, with the same result for a given ``seed``.
+    Returns the best model (for ``evaluate``, ``gate`` and ``register`` as from ``train``)
+    and the trials, best first (``number``, ``score``, ``param.<name>``).
+    """
+    from loopline.train.search import search_model
+
+    found = search_model(
+        data,
+        model,
+        space,
+        target=target,
+        features=features,
+        task=task,
+        trials=trials,
+        batch=batch,
+        scoring=scoring,
+        cv=cv,
+        seed=seed,
+    )
+    return found.model, found.trials
