@@ -312,7 +312,7 @@ PAGE = """<!doctype html>
 <body>
 <header>
   <h1 id="title">Loopline labeling</h1>
-  <nav><a href="/" id="nav-label">Label</a><a href="/review" id="nav-review">Review</a></nav>
+  <nav><a href="./" id="nav-label">Label</a><a href="review" id="nav-review">Review</a></nav>
   <label>Annotator <input id="annotator" autocomplete="off" spellcheck="false"></label>
 </header>
 <main>
@@ -342,7 +342,7 @@ PAGE = """<!doctype html>
 const STORE_KEY = "loopline.annotator";
 const state = { labels: [], task: null, skipped: [], busy: false, shownAt: 0 };
 const $ = (id) => document.getElementById(id);
-const reviewMode = location.pathname.replace(/\\/+$/, "") === "/review";
+const reviewMode = /\\/review\\/*$/.test(location.pathname);
 
 async function api(path, body) {
   const init = body === undefined ? {} : {
@@ -434,7 +434,7 @@ async function loadNext() {
   try {
     const query = "annotator=" + encodeURIComponent(annotator()) +
       "&exclude=" + state.skipped.join(",");
-    const data = await api("/api/next?" + query);
+    const data = await api("api/next?" + query);
     showProgress(data.progress);
     render(data.task);
   } catch (err) {
@@ -450,7 +450,7 @@ async function submit(label) {
   document.body.dataset.ready = "0";
   const seconds = (performance.now() - state.shownAt) / 1000;
   try {
-    await api("/api/label", {task_id: state.task.id, annotator: annotator(), label: label,
+    await api("api/label", {task_id: state.task.id, annotator: annotator(), label: label,
                              lead_time_s: Math.round(seconds * 1000) / 1000});
     setStatus("Saved \\u201c" + label + "\\u201d for item " + state.task.item_id + ".");
   } catch (err) {
@@ -474,7 +474,7 @@ async function undo() {
   if (state.busy) return;
   state.busy = true;
   try {
-    const data = await api("/api/undo", {annotator: annotator()});
+    const data = await api("api/undo", {annotator: annotator()});
     showProgress(data.progress);
     if (data.task) {
       state.skipped = state.skipped.filter((id) => id !== data.task.id);
@@ -511,7 +511,7 @@ function onKey(event) {
 
 async function loadReview() {
   try {
-    const data = await api("/api/disagreements?limit=200");
+    const data = await api("api/disagreements?limit=200");
     const rows = $("review-rows");
     rows.replaceChildren();
     $("review-summary").textContent = data.items.length
@@ -537,7 +537,7 @@ async function loadReview() {
         button.textContent = label;
         button.addEventListener("click", async () => {
           try {
-            await api("/api/label", {task_id: item.task_id, annotator: annotator(), label});
+            await api("api/label", {task_id: item.task_id, annotator: annotator(), label});
             setStatus("Saved \\u201c" + label + "\\u201d for item " + item.item_id + ".");
             loadReview();
           } catch (err) { setStatus(err.message, true); }
@@ -554,7 +554,7 @@ async function loadReview() {
 }
 
 async function start() {
-  const config = await api("/api/config");
+  const config = await api("api/config");
   state.labels = config.labels;
   $("title").textContent = "Loopline labeling \\u00b7 " + config.queue;
   const field = $("annotator");

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from loopline.core.metadata import MetadataStore
     from loopline.serve.metrics import ServeMetrics
 
-__all__ = ["AdminService", "add_admin_routes", "add_feedback_route"]
+__all__ = ["AdminService", "add_admin_routes", "add_feedback_route", "check_admin_token"]
 
 log = logging.getLogger(__name__)
 
@@ -194,23 +194,31 @@ def _text_problem(payload: dict[str, Any], key: str) -> tuple[str, str] | None:
 # --- admin -----------------------------------------------------------------------------------
 
 
+def check_admin_token(header: str | None, expected: bytes) -> None:
+    """Accept an ``Authorization: Bearer <token>`` header carrying ``expected``.
+
+    Raises :class:`ApiError` 401 (no bearer token) or 403 (a wrong one). Shared by these
+    routes and the dashboard's (``loopline ui``) alias moves.
+    """
+    scheme, _, given = (header or "").partition(" ")
+    if not header or scheme.lower() != "bearer" or not given.strip():
+        raise ApiError(
+            401,
+            "admin routes need an 'Authorization: Bearer <token>' header",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    # Constant-time: the answer's timing must not reveal how much of the token matched.
+    if not hmac.compare_digest(given.strip().encode(), expected):
+        raise ApiError(403, "the admin token is not valid")
+
+
 def add_admin_routes(app: FastAPI, service: AdminService, token: str) -> None:
     """``/admin/reload`` and ``/admin/rollback``, behind a bearer token."""
     expected = token.encode()
     router = service.router
 
     def authorize(request: Request) -> None:
-        header = request.headers.get("authorization")
-        scheme, _, given = (header or "").partition(" ")
-        if not header or scheme.lower() != "bearer" or not given.strip():
-            raise ApiError(
-                401,
-                "admin routes need an 'Authorization: Bearer <token>' header",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        # Constant-time: the answer's timing must not reveal how much of the token matched.
-        if not hmac.compare_digest(given.strip().encode(), expected):
-            raise ApiError(403, "the admin token is not valid")
+        check_admin_token(request.headers.get("authorization"), expected)
 
     async def reload(request: Request) -> Response:
         """Re-resolve every followed reference now; swap in what changed."""
