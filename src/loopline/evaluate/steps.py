@@ -29,6 +29,13 @@ def evaluate(
     from loopline.train.model import as_model
 
     trained = as_model(model)
+    if trained.task == "detection":
+        from loopline.errors import LooplineError
+
+        raise LooplineError(
+            "evaluate scores tables of features; a detection model is scored on images",
+            hint="use the evaluate_detector step (COCO mAP) for it",
+        )
     return evaluate_model(
         trained,
         data,

@@ -991,10 +991,17 @@ def create_app(
     Routes: ``POST /predict``, ``POST /feedback`` (with a store), ``GET /health``
     (liveness), ``GET /ready`` (readiness), ``GET /model`` (what is served), ``GET /metrics``
     (Prometheus), and with an admin token ``POST /admin/reload`` and ``POST /admin/rollback``.
+    A detection model gets the image service of :mod:`loopline.serve.vision` instead.
     """
     opts = _check_options({**_DEFAULTS, **options})
     if (canary is None) != (canary_percent is None):
         raise ValueError("pass canary and canary_percent together")
+    from loopline.serve.vision import create_detection_app, serves_detection
+
+    if serves_detection(champion):  # images in, boxes out: its own service and routes
+        return create_detection_app(
+            champion, prediction_log=prediction_log, canary=canary, shadow=shadow, **opts
+        )
     metrics = ServeMetrics.create()
     service = PredictionService(opts, metrics, prediction_log)
 

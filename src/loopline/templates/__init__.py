@@ -1,8 +1,8 @@
 """Starter projects written by ``loopline init``: a pipeline file, settings and data.
 
 Each template's pipeline is a real module beside this file (``sentiment.py``, ``spam.py``,
-``tabular.py``), copied verbatim into the new project's ``pipeline.py``: what a user
-starts from is exactly what Loopline ships and tests. The data is generated (seeded,
+``tabular.py``, ``vision.py``), copied verbatim into the new project's ``pipeline.py``: what
+a user starts from is exactly what Loopline ships and tests. The data is generated (seeded,
 synthetic, offline) unless ``data`` points at real files.
 """
 
@@ -61,12 +61,21 @@ def _transactions(path: Path) -> None:
     write_transactions(path / "transactions.csv.gz")
 
 
+def _canvases(path: Path) -> None:
+    from loopline.data.canvas import write_canvas_dataset
+
+    # MNIST digits from $LOOPLINE_MNIST (or the checkout's shared data): train/ and
+    # heldout/ draw on disjoint digits.
+    write_canvas_dataset(path, train=600, heldout=150)
+
+
 TEMPLATES = {
     t.name: t
     for t in (
         Template("sentiment", "data/tweets.csv", _tweets),
         Template("spam", "data/comments", _comments),
         Template("tabular", "data/transactions", _transactions),
+        Template("vision", "data/canvases", _canvases),
     )
 }
 
@@ -100,8 +109,8 @@ def write_template(directory: Path, template: str, data: Path | None = None) -> 
             hint="choose an empty folder: loopline init NEW_DIR",
         )
     directory.mkdir(parents=True, exist_ok=True)
+    if data is None:  # first: data that cannot be made leaves no half-made project
+        chosen.write_data(generated)
     for path, text in files.items():
         path.write_text(text, encoding="utf-8")
-    if data is None:
-        chosen.write_data(generated)
     return targets

@@ -272,13 +272,15 @@ def _pickle_project_code_by_value() -> None:
 @contextmanager
 def _quiet_pickle_warning() -> Iterator[None]:
     """Silence MLflow's pickle warning: the trade-off is decided and documented above."""
-    logger = logging.getLogger("mlflow.sklearn")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(name) for name in ("mlflow.sklearn", "mlflow.pytorch")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 class ModelMaterializer:

@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-Task = Literal["classification", "regression"]
+# "detection": an object detector (loopline.train.detector); it reads encoded images and
+# predicts boxes, and only predict() applies to it.
+Task = Literal["classification", "regression", "detection"]
 Flavor = Literal["sklearn", "lightgbm", "pytorch"]
 
 # A training function: (features, target[, sample_weight=...]) -> a fitted estimator or an
@@ -84,9 +86,16 @@ class Model:
         return np.asarray(self.estimator.predict_proba(X), dtype=float)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """Class labels (classification) or values (regression) for the rows of ``frame``."""
+        """Class labels (classification), values (regression) or, for a detector, each
+        image's list of boxes (``{"label", "score", "box": [x, y, w, h]}``) for the rows of
+        ``frame``."""
         import numpy as np
 
+        if self.task == "detection":  # the estimator is a detector network with detect()
+            images = list(self._inputs(frame)[self.features[0]])
+            found = np.empty(len(frame), dtype=object)
+            found[:] = self.estimator.detect(images, self.classes_)
+            return found
         if self.task == "classification":
             proba = self.predict_proba(frame)
             return np.asarray(self.classes_, dtype=object)[proba.argmax(axis=1)]
