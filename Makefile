@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench-pipeline bench-label bench-serving bench-drift bench-fraud bench-snapshot install dev clean
+.PHONY: demo test lint typecheck unit bench-pipeline bench-label bench-serving bench-drift bench-fraud bench-snapshot bench-vision bench-ui bench-scale install dev clean airflow-venv
 
 $(BIN)/loopline: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ unit: $(VENV)/.dev
 
 test: lint typecheck unit ## everything CI checks
 
+airflow-venv: $(VENV)/.dev ## Apache Airflow in .bench/airflow-venv for the exported-DAG tests (cached)
+	$(BIN)/python tests/orchestrate/airflow_venv.py
+
 bench-pipeline: $(VENV)/.dev ## pipeline overhead vs a plain scikit-learn script (100k tweets)
 	$(BIN)/python benchmarks/pipeline_overhead.py
 
@@ -54,6 +57,15 @@ bench-fraud: $(VENV)/.dev ## fast and heavy fraud models vs the handbook's basel
 
 bench-snapshot: $(VENV)/.dev ## loopline data snapshot vs dvc add, 10,000 images, first and +100 files
 	$(BIN)/python benchmarks/snapshot.py
+
+bench-vision: $(VENV)/.dev ## the detector's mAP@0.5 and @0.5:0.95 on held-out MNIST canvases, <= 10 min CPU training
+	$(BIN)/python benchmarks/vision.py
+
+bench-ui: $(VENV)/.dev ## dashboard page times vs MLflow's UI server, 10,000 runs (builds .bench/mlflow-venv)
+	$(BIN)/python benchmarks/ui.py
+
+bench-scale: $(VENV)/.dev ## Ray: batch inference, 8-trial search, per-step executor overhead (ONLY=c for one part)
+	$(BIN)/python benchmarks/scale.py $(if $(ONLY),--only $(ONLY))
 
 clean:
 	rm -rf $(VENV) .loopline .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

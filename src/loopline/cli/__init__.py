@@ -6,14 +6,16 @@ User errors (:class:`loopline.errors.LooplineError`) print one line with a hint 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
 from loopline.cli.data import check_detection_command, diff_command, snapshot_command
+from loopline.cli.export import export_app
 from loopline.cli.label import label_app
 from loopline.cli.monitor import monitor_app
 from loopline.cli.pii import pii_app
@@ -28,10 +30,11 @@ from loopline.cli.support import (
     load_project_settings,
     print_json,
 )
+from loopline.cli.ui import ui_command
 from loopline.errors import LooplineError, StepFailed
 
 if TYPE_CHECKING:
-    from loopline.config import Settings
+    from loopline.config import ExecutorName, Settings
     from loopline.core.lineage import ModelVersion
     from loopline.core.metadata import MetadataStore
     from loopline.core.runner import RunResult
@@ -57,6 +60,7 @@ app.add_typer(label_app, name="label")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(pii_app, name="pii")
 app.add_typer(stream_app, name="stream")
+app.add_typer(export_app, name="export")
 
 # rich (console ~18 ms, table ~4 ms to import) loads when a command first prints: `--json`
 # commands and those that print nothing never pay for it (see support.lazy_console).
@@ -94,8 +98,8 @@ def init(
         typer.Option(
             "--template",
             "-t",
-            metavar="sentiment|spam|tabular",
-            help="Starter pipeline: sentiment, spam or tabular.",
+            metavar="sentiment|spam|tabular|vision",
+            help="Starter pipeline: sentiment, spam, tabular or vision (digit detection).",
         ),
     ] = "sentiment",
     data: Annotated[
@@ -141,14 +145,36 @@ def run(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every step again.")] = False,
     executor: Annotated[
         str | None,
-        typer.Option(metavar="threads|processes", help="How steps run (default: threads)."),
+        typer.Option(
+            metavar="threads|processes|ray",
+            help="How steps run (default: the executor setting, else threads); ray runs each "
+            "step as a Ray task, on the cluster at the ray_address setting if one is set.",
+        ),
+    ] = None,
+    step_name: Annotated[
+        str | None,
+        typer.Option(
+            "--step",
+            metavar="NAME",
+            help="Run only this step, reading its inputs from what its upstream steps "
+            "recorded in the run given by --run-id (how orchestrator tasks run a pipeline).",
+        ),
+    ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ID",
+            help="With --step: the run the step belongs to; any string, e.g. the "
+            "orchestrator's run id (default: a new run).",
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a pipeline: unchanged steps are skipped and their outputs reused.
 
     After the steps, one line per registered model version says whether the gate passed
-    and which version is champion.
+    and which version is champion. With --step, one step runs as part of a run that
+    may span several processes: the first step creates it, the last one closes it.
     """
     from loopline.project import resolve_pipeline
 
@@ -156,20 +182,44 @@ def run(
     name, pipe = resolve_pipeline(settings, pipeline_name)
     os.chdir(settings.project_root)  # relative data paths in params mean the project's
     params = {**settings.params.get(name, {}), **_parse_params(param or [])}
-    if executor not in (None, "threads", "processes"):
-        raise LooplineError(f"unknown executor {executor!r}", hint="use threads or processes")
-    chosen = cast(Literal["threads", "processes"] | None, executor)
-    with _StepProgress(enabled=not as_json) as on_event:
-        result = pipe.run(
-            settings,
-            cache=not no_cache,
-            executor=chosen,
-            on_event=on_event,
-            **params,
+    if executor not in (None, "threads", "processes", "ray"):
+        raise LooplineError(f"unknown executor {executor!r}", hint="use threads, processes or ray")
+    chosen = cast("ExecutorName | None", executor)
+    if run_id is not None and step_name is None:
+        raise LooplineError("--run-id needs --step", hint="e.g. --step train --run-id ID")
+    if step_name is not None and executor is not None:
+        raise LooplineError(
+            "--executor does not apply to --step: the one step runs in this process",
+            hint="drop --executor",
         )
-    if as_json:
-        print_json(_run_summary(result))
-        return
+    # With --json, stdout carries the summary alone: what steps print, and the lines Ray's
+    # driver prints for its workers and scheduler, go to stderr.
+    real_stdout = sys.stdout
+    with (
+        contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext(),
+        _StepProgress(enabled=not as_json) as on_event,
+    ):
+        if step_name is not None:
+            result = pipe.run_step(
+                step_name,
+                run_id=run_id,
+                settings=settings,
+                cache=not no_cache,
+                on_event=on_event,
+                **params,
+            )
+        else:
+            result = pipe.run(
+                settings,
+                cache=not no_cache,
+                executor=chosen,
+                on_event=on_event,
+                **params,
+            )
+        if as_json:
+            with contextlib.redirect_stdout(real_stdout):
+                print_json(_run_summary(result))
+            return
     _print_steps(result)
     for outcome in _model_outcomes(result):
         out().print(outcome["summary"], markup=False, soft_wrap=True)
@@ -204,6 +254,8 @@ def _model_outcomes(result: RunResult) -> list[dict[str, Any]]:
         if decision is not None:
             passed: bool | None = bool(decision.get("passed"))
             reasons = [str(r) for r in decision.get("reasons") or []]
+            # register's own word when another promotion came between the gate and it
+            reasons += [r for r in mv.reasons if r.startswith("not promoted")]
         else:  # a register step without a gate step in the run (or one named otherwise)
             passed = True if mv.promoted else (None if not mv.reasons else False)
             reasons = list(mv.reasons)
@@ -255,7 +307,8 @@ def _model_outcome_line(
     if passed is None:
         parts.append("no gate")
     elif passed:
-        parts.append("gate passed")
+        moved = [r for r in reasons if r.startswith("not promoted")]
+        parts.append("gate passed" + (f" ({moved[0]})" if moved else ""))
     else:
         # The reasons of the checks that failed (all of them if none reads as a pass).
         failed = [r for r in reasons if not any(p in r for p in _PASSING)] or reasons
@@ -407,18 +460,29 @@ def runs_show(
     from rich.table import Table
 
     table = Table()
-    for col in ("step", "status", "time", "cached from", "inputs", "outputs"):
+    # Steps that ran outside the run's process (the Ray executor) say where, and in how
+    # many attempts.
+    placed = any(s.get("worker") for s in run_row["steps"])
+    columns = ("step", "status", "time", "cached from", "inputs", "outputs")
+    for col in columns + (("ran on", "attempts") if placed else ()):
         table.add_column(col)
     for s in run_row["steps"]:
-        table.add_row(
+        cells = [
             s["step"],
             s["status"],
             f"{(s['duration_s'] or 0):.2f}s",
             s["cached_from"] or "",
             ", ".join(f"{k}={v[:10]}" for k, v in s["inputs"].items()),
             ", ".join(f"{k}={v[:10]}" for k, v in s["outputs"].items()),
-        )
+        ]
+        if placed:
+            node = f" · node {s['node_id'][:8]}" if s.get("node_id") else ""
+            cells += [f"{s['worker'] or ''}{node}", str(s.get("attempts") or "")]
+        table.add_row(*cells)
     out().print(table)
+    for s in run_row["steps"]:
+        for why in s.get("retries") or []:
+            out().print(f"retried {s['step']}: {why}", markup=False, highlight=False)
     if run_row["error"]:
         out().print(f"[red]error:[/] {run_row['error']}")
 
@@ -450,6 +514,82 @@ def _get_run(store: MetadataStore, ref: str) -> dict[str, Any]:
         if len(found) != 1:
             raise not_ours
         return store.get_run(found[0])
+
+
+@runs_app.command("reproduce")
+def runs_reproduce(
+    run_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN",
+            help="Run id (a prefix is enough), or the MLflow run id of a registered version.",
+        ),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a recorded run again (no cache) and check that every output hash matches.
+
+    The recorded parameters are used; DVC-tracked folders are checked out through DVC at
+    the git revision the run recorded; other files are read where they are. gate, register
+    and audit are not run again (they act on the champion and the review queue). Exits 1
+    when an output differs, naming the changed input, code or parameter.
+    """
+    from loopline.orchestrate.reproduce import reproduce_run
+
+    settings, store = _read_state()
+    if store is None:
+        raise LooplineError(
+            f"no run with id {run_id!r}: nothing has run in this project yet",
+            hint="run a pipeline with `loopline run`",
+        )
+    recorded = _get_run(store, run_id)
+    os.chdir(settings.project_root)  # relative data paths in params mean the project's
+    with _StepProgress(enabled=not as_json) as on_event:
+        found = reproduce_run(settings, store, recorded["id"], on_event=on_event)
+    if as_json:
+        print_json(found.to_dict())
+    else:
+        _print_reproduction(found)
+    if not found.matches:
+        raise typer.Exit(1)
+
+
+def _print_reproduction(found: Any) -> None:
+    from rich.table import Table
+
+    out().print(
+        f"[bold]run {found.run_id}[/] · {found.pipeline} · reproduced as run "
+        f"{found.reproduced_run_id}",
+        soft_wrap=True,
+    )
+    for pin in found.pins:
+        out().print(
+            f"data: {pin.step} read {pin.source} checked out by DVC at git {pin.git_rev[:12]} "
+            f"(md5 {pin.md5}; the workspace's is {pin.workspace_md5 or 'untracked'})",
+            markup=False,
+            soft_wrap=True,
+        )
+    for note in found.notes:
+        out().print(f"note: {note}", markup=False, soft_wrap=True)
+    table = Table()
+    for col in ("step", "output", "recorded", "reproduced", "result", "note"):
+        table.add_column(col)
+    colours = {"identical": "green", "equivalent": "green", "same data": "green"}
+    for c in found.checks:
+        colour = colours.get(c.result, "dim" if c.result == "not re-run" else "red")
+        table.add_row(
+            c.step,
+            c.output,
+            (c.recorded or "-")[:12],
+            (c.reproduced or "-")[:12],
+            f"[{colour}]{c.result}[/]",
+            c.note,
+        )
+    out().print(table)
+    for cause in found.causes:
+        out().print(f"cause: {cause.step}: {cause.detail}", markup=False, soft_wrap=True)
+    colour = "green" if found.matches else "red"
+    out().print(f"[{colour}]{found.summary()}[/]", soft_wrap=True)
 
 
 # -- models --------------------------------------------------------------------------
@@ -583,9 +723,11 @@ def lineage(
 ) -> None:
     """Where a model version, or one decision or prediction, came from: run, code version,
     steps, parameters and data."""
+    from rich.text import Text
     from rich.tree import Tree
 
     from loopline.data.dvc import folder_versions_among
+    from loopline.orchestrate.watch import trigger_of
 
     if (model is None) == (request_id is None):
         raise LooplineError(
@@ -613,16 +755,20 @@ def lineage(
     for step in found["steps"]:
         folder = folders.get(step["output"])
         step["data_version"] = folder.to_dict() if folder is not None else None
+    run = found["run"] or {}
+    # Why the run started, when `loopline watch` started it (new data, a DVC file, a schedule).
+    found["trigger"] = trigger_of(store, info.name, run["id"]) if run else None
     if as_json:
         print_json(found)
         return
-    run = found["run"] or {}
     code = run.get("code_commit") or "untracked"
     tree = Tree(
         f"[bold]{info.name} version {info.version}[/] · data {found['model']['dataset_version']}"
         f" · run {run.get('id', '-')} · code {code[:12]}"
         + (" (dirty)" if run.get("code_dirty_hash") else "")
     )
+    if found["trigger"] is not None:
+        tree.add(Text(f"started by loopline watch: {found['trigger']['message']}"))
     for step in found["steps"]:
         branch = tree.add(f"{step['step']} → {step['output'][:12]}")
         for name, digest in step["inputs"].items():
@@ -702,6 +848,7 @@ def _fmt(value: Any) -> str:
 
 # -- serve / predict ------------------------------------------------------------------
 app.command("serve")(serve_command)
+app.command("ui")(ui_command)
 app.command("predict")(predict_command)
 
 
@@ -831,8 +978,22 @@ def _split_labels(raw: str | None) -> list[str] | None:
 @app.command()
 def watch(
     on_new_data: Annotated[
-        Path | None, typer.Option(help="Retrain when files under this path change.")
+        Path | None,
+        typer.Option(
+            help="Retrain when files under this path change. A DVC-tracked folder (or its "
+            ".dvc file) retrains when DVC records a new version (`dvc add`, a pulled .dvc "
+            "file with its data).",
+        ),
     ] = None,
+    settle: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            min=0.0,
+            help="Wait until no file under --on-new-data has changed for this long (a copy "
+            "in progress triggers once, when it is done).",
+        ),
+    ] = 10.0,
     on_drift: Annotated[
         bool, typer.Option("--on-drift", help="Check the monitoring rules and auto-rollback.")
     ] = False,
@@ -877,6 +1038,7 @@ def watch(
         on_drift=on_drift,
         schedule=Schedule(schedule) if schedule else None,
         state_path=settings.home_dir / "watch-state.json",
+        settle_s=settle,
     )
     if once:
         events = watcher.run_once()
@@ -895,14 +1057,16 @@ def watch(
 @app.command()
 def demo(
     system: Annotated[
-        str, typer.Argument(help="Which reference system: sentiment or fraud.")
+        str, typer.Argument(help="Which reference system: sentiment, fraud or vision.")
     ] = "sentiment",
     data: Annotated[
         Path | None,
         typer.Option(
             help="sentiment: real data (file or folder) instead of generated tweets. fraud: "
             "the folder of the Fraud Detection Handbook's transactions_2018-0{4,5,6}.csv.gz "
-            "(default: ../shared/data/fraud/fraud_handbook_simulated beside the checkout)."
+            "(default: ../shared/data/fraud/fraud_handbook_simulated beside the checkout). "
+            "vision: the folder of MNIST's t10k-*-ubyte.gz files (default: "
+            "../shared/data/images/mnist beside the checkout)."
         ),
     ] = None,
     gold: Annotated[Path | None, typer.Option(help="sentiment: a human-labelled gold set.")] = None,
@@ -911,7 +1075,10 @@ def demo(
     """Run a whole reference system offline. sentiment: data to a served model and test
     predictions. fraud: both fraud models trained on April-May, June streamed through the
     decision service with an analyst and delayed labels, a retrain, a rollback, the
-    monitoring report (about a minute)."""
+    monitoring report (about a minute). vision: the project becomes a git + DVC repository
+    of MNIST digit canvases; a detector is trained, evaluated (mAP), registered and served;
+    500 new canvases arrive and the watcher trains and promotes the next version (a few
+    minutes; needs the vision extra and git)."""
     if system == "fraud":
         from loopline.examples.fraud.demo import print_summary as print_fraud
         from loopline.examples.fraud.demo import run_demo as run_fraud
@@ -927,8 +1094,23 @@ def demo(
             )
         print_json(summary) if as_json else print_fraud(summary, out())
         return
+    if system == "vision":
+        from loopline.examples.vision.demo import print_summary as print_vision
+        from loopline.examples.vision.demo import run_demo as run_vision
+
+        if gold is not None:
+            raise LooplineError("--gold is for the sentiment demo", hint="drop --gold")
+        with _StepProgress(enabled=not as_json) as on_event:
+            summary = run_vision(
+                _settings(),
+                data=data,
+                on_event=on_event,
+                progress=None if as_json else err().print,
+            )
+        print_json(summary) if as_json else print_vision(summary, out())
+        return
     if system != "sentiment":
-        raise LooplineError(f"no demo named {system!r} yet", hint="available: sentiment, fraud")
+        raise LooplineError(f"no demo named {system!r}", hint="available: sentiment, fraud, vision")
     from loopline.examples.sentiment.demo import print_summary, run_demo
 
     with _StepProgress(enabled=not as_json) as on_event:
