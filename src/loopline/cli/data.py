@@ -10,8 +10,6 @@ Registered on the main CLI's ``data`` group::
 :class:`~loopline.errors.LooplineError`, which the main CLI prints as one line (exit 2).
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, cast
 

@@ -1,8 +1,6 @@
 """``loopline export``: a pipeline for Airflow or Kubeflow Pipelines, the server for Docker or
 Kubernetes (:mod:`loopline.orchestrate.export`, :mod:`loopline.serve.deploy`)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

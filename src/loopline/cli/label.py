@@ -16,8 +16,6 @@ only queue with open tasks when ``default`` has none). User errors raise
 :class:`~loopline.errors.LooplineError`, which the main CLI prints as one line (exit 2).
 """
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -58,7 +56,7 @@ def _open_queue(
     labels: list[str] | None = None,
     per_item: int | None = None,
     level: str | None = None,
-) -> LabelQueue:
+) -> "LabelQueue":
     from loopline.label.queue import LabelQueue
 
     settings = settings_from(ctx)
@@ -77,7 +75,7 @@ def _split_labels(raw: str | None) -> list[str] | None:
 
 def read_items(
     path: Path, text_column: str = "text", label_column: str | None = None
-) -> pd.DataFrame:
+) -> "pd.DataFrame":
     """Items to label from CSV/TSV/Parquet (via the data reader) or JSON / JSON Lines.
 
     ``text_column`` becomes ``text``; ``label_column`` (optional) is each item's current
@@ -111,8 +109,8 @@ def read_items(
 
 
 def _map_json_columns(
-    frame: pd.DataFrame, path: Path, text_column: str, label_column: str | None
-) -> pd.DataFrame:
+    frame: "pd.DataFrame", path: Path, text_column: str, label_column: str | None
+) -> "pd.DataFrame":
     """Rename JSON items' text and label fields; items without text keep their payload."""
     columns = [str(c) for c in frame.columns]
     missing = [

@@ -12,8 +12,6 @@ User errors raise :class:`~loopline.errors.LooplineError`, which the main CLI pr
 one line (exit 2).
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

@@ -10,8 +10,6 @@ the project is clean. User errors raise :class:`~loopline.errors.LooplineError`,
 main CLI prints as one line (exit 2).
 """
 
-from __future__ import annotations
-
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
@@ -42,7 +40,7 @@ out = lazy_console(highlight=False)
 err = lazy_console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _settings(ctx: typer.Context) -> Settings:
+def _settings(ctx: typer.Context) -> "Settings":
     # Both commands work on an existing project and create nothing in it.
     return load_project_settings(project_root(ctx), existing=True)
 
@@ -160,7 +158,7 @@ def forget_command(
     _print_forget(report)
 
 
-def _subject_stores(settings: Settings, dry_run: bool) -> list[SubjectStore]:
+def _subject_stores(settings: "Settings", dry_run: bool) -> "list[SubjectStore]":
     """The online feature store, when the project has one (its ``forget`` erases a subject)."""
     path = settings.home_dir / "features" / "online.sqlite"
     if not path.is_file():

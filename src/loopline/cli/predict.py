@@ -1,7 +1,5 @@
 """``loopline predict``: batch inference from the command line (:mod:`loopline.serve.batch`)."""
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -178,7 +176,7 @@ def _counts(summary: dict[str, Any]) -> str:
 
 
 @contextmanager
-def _progress_bar(label: str) -> Iterator[Progress]:
+def _progress_bar(label: str) -> "Iterator[Progress]":
     """A rich progress bar on stderr (silent when stderr is not a terminal)."""
     from rich.console import Console
     from rich.progress import (

@@ -1,7 +1,5 @@
 """``loopline serve``: the model server's command line."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -116,7 +114,7 @@ def _say(message: str) -> None:
     err().print(escape(message))
 
 
-def _say_protection(config: ServeConfig) -> None:
+def _say_protection(config: "ServeConfig") -> None:
     """Say at start which routes are protected, naming the variables, never their values."""
     if config.admin_token():
         _say(f"admin routes on: /admin/reload and /admin/rollback need ${config.admin_token_env}")

@@ -19,8 +19,6 @@ an invalid ``fraud`` section) raise :class:`~loopline.errors.LooplineError`, whi
 CLI prints as one line with a hint (exit 2).
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

@@ -16,8 +16,6 @@ Two concerns live here so that every command gets them the same way:
   ``INTEGER``, ``PATH``, ``a|b``), and arguments show their name in capitals.
 """
 
-from __future__ import annotations
-
 import functools
 import sys
 from collections.abc import Callable
@@ -85,7 +83,7 @@ def check_project_folder(folder: Path | None) -> None:
         )
 
 
-def is_project(root: Path, settings: Settings | None = None) -> bool:
+def is_project(root: Path, settings: "Settings | None" = None) -> bool:
     """True when ``root`` holds a Loopline project.
 
     That is ``loopline.yaml``, a ``[tool.loopline]`` table in ``pyproject.toml``, or the
@@ -107,7 +105,7 @@ def is_project(root: Path, settings: Settings | None = None) -> bool:
     return False
 
 
-def load_project_settings(folder: Path | None, *, existing: bool = False) -> Settings:
+def load_project_settings(folder: Path | None, *, existing: bool = False) -> "Settings":
     """The settings of the project in ``folder`` (default: the current folder).
 
     With ``existing=True`` (read-only commands) the folder must be a project
@@ -131,7 +129,7 @@ def load_project_settings(folder: Path | None, *, existing: bool = False) -> Set
     return settings
 
 
-def settings_from(ctx: typer.Context) -> Settings:
+def settings_from(ctx: typer.Context) -> "Settings":
     """The project's settings, honouring ``-C/--project``.
 
     For a command in :data:`READ_ONLY_COMMANDS` the folder must be a project whose
@@ -162,7 +160,7 @@ _FIRST_STEPS = {
 }
 
 
-def lazy_console(**options: Any) -> Callable[[], Console]:
+def lazy_console(**options: Any) -> "Callable[[], Console]":
     """A function that returns one :class:`rich.console.Console` made with ``options``.
 
     The console is made on the first call. Every command module keeps its consoles at
@@ -173,7 +171,7 @@ def lazy_console(**options: Any) -> Callable[[], Console]:
     """
 
     @functools.cache
-    def console() -> Console:
+    def console() -> "Console":
         from rich.console import Console
 
         return Console(**options)

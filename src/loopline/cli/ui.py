@@ -1,7 +1,5 @@
 """``loopline ui``: the web dashboard's command line."""
 
-from __future__ import annotations
-
 import os
 from typing import Annotated
 
