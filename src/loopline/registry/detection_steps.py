@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from loopline.core.step import step
-from loopline.registry.models import CHAMPION
-from loopline.registry.steps import _champion_state
+from loopline.registry.steps import _champion_state, decide_against_champion
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,8 +43,7 @@ def gate_detector(
     by ``min_improvement`` (``max_regression=x`` tolerates a drop of x instead).
     """
     from loopline.evaluate.detection import evaluate_detector
-    from loopline.evaluate.gate import GateRules, decide
-    from loopline.registry.project import open_registry
+    from loopline.evaluate.gate import GateRules
 
     rules = GateRules(
         metric=metric,
@@ -53,13 +51,6 @@ def gate_detector(
         min_improvement=-max_regression if max_regression is not None else min_improvement,
         greater_is_better=True,
     )
-    champion_version = ctx.metadata.current_alias(model_name, CHAMPION)
-    champion_metrics = None
-    if champion_version is not None:
-        registry = open_registry(ctx.settings, ctx.metadata)
-        champion = registry.load(f"{model_name}/{champion_version}")
-        champion_metrics = evaluate_detector(champion.model, data)
-    decision = decide(metrics, champion_metrics, rules).to_dict()
-    decision["model_name"] = model_name
-    decision["champion_version"] = champion_version
-    return decision
+    return decide_against_champion(
+        ctx, model_name, metrics, rules, lambda champion: evaluate_detector(champion.model, data)
+    )

@@ -14,9 +14,13 @@ from loopline.core.step import step
 from loopline.registry.models import CHAMPION, PREVIOUS
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
 
     from loopline.core.runner import RunContext
+    from loopline.evaluate.gate import GateRules
+    from loopline.registry.models import LoadedModel
     from loopline.train.model import Model
 
 
@@ -65,9 +69,8 @@ def gate(
     ``max_regression=x`` is ``min_improvement=-x``). ``k`` as given to ``evaluate`` when
     the metric is one at k.
     """
-    from loopline.evaluate.gate import GateRules, decide, metric_value
+    from loopline.evaluate.gate import GateRules, metric_value
     from loopline.evaluate.metrics import evaluate_model
-    from loopline.registry.project import open_registry
     from loopline.train.model import as_model
 
     candidate = as_model(model)
@@ -77,22 +80,43 @@ def gate(
         min_value=min_value,
         min_improvement=-max_regression if max_regression is not None else min_improvement,
     )
-    champion_version = ctx.metadata.current_alias(model_name, CHAMPION)
-    champion_metrics = None
-    if champion_version is not None:
-        champion = open_registry(ctx.settings, ctx.metadata).load(
-            f"{model_name}/{champion_version}"
-        )
+
+    def score(champion: Any) -> dict[str, Any]:
         options: dict[str, Any] = {
             "target": candidate.target or "",
             "features": champion.input_columns,
             "task": candidate.task,
             "k": k,
         }
-        champion_metrics = evaluate_model(champion.model, data, **options)
-        if metric_value(champion_metrics, chosen) is None:  # a metric outside the default set
+        found = evaluate_model(champion.model, data, **options)
+        if metric_value(found, chosen) is None:  # a metric outside the default set
             extra = evaluate_model(champion.model, data, metrics=[chosen.split(".")[0]], **options)
-            champion_metrics = {**champion_metrics, **extra}
+            found = {**found, **extra}
+        return found
+
+    return decide_against_champion(ctx, model_name, metrics, rules, score)
+
+
+def decide_against_champion(
+    ctx: RunContext,
+    model_name: str,
+    metrics: dict[str, Any],
+    rules: GateRules,
+    score: Callable[[LoadedModel], dict[str, Any]],
+) -> dict[str, Any]:
+    """The gate's decision for a candidate with ``metrics``: ``score`` gives the current
+    champion's metrics on the same data (none when there is no champion yet). Shared by
+    :func:`gate` and the detection gate, which score a model differently."""
+    from loopline.evaluate.gate import decide
+    from loopline.registry.project import open_registry
+
+    champion_version = ctx.metadata.current_alias(model_name, CHAMPION)
+    champion_metrics = None
+    if champion_version is not None:
+        champion = open_registry(ctx.settings, ctx.metadata).load(
+            f"{model_name}/{champion_version}"
+        )
+        champion_metrics = score(champion)
     decision = decide(metrics, champion_metrics, rules).to_dict()
     decision["model_name"] = model_name
     decision["champion_version"] = champion_version
