@@ -2,8 +2,11 @@
 
 One project per module: the sentiment demo (`run_demo`: a pipeline run, a served model
 with predictions and delayed labels, a drifted stream, a retrain promoted by the gate, a
-review queue from the noise audit), about 35 s here. The fraud demo is not run: it takes
-well over a minute on its own (tests/examples/test_fraud_demo.py is marked slow).
+review queue from the noise audit), about 35 s here, then a tiny run of the vision template
+in the same project (30 training and 20 held-out digit canvases, one epoch of a width-8
+detector: about 15 s; skipped without PyTorch or MNIST): a detection model with its mAP, its
+folder version and a table of image bytes. The fraud demo is not run: it takes well over a
+minute on its own (tests/examples/test_fraud_demo.py is marked slow).
 
 The dashboard is served on a real port (uvicorn in a thread, and once through the
 `loopline ui` command). The browser checks every page for console errors and takes a
@@ -15,6 +18,7 @@ read from a PostgreSQL copy of the project's metadata.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -73,10 +77,13 @@ def loopline(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 class Project:
-    def __init__(self, root: Path, settings: Settings, summary: dict[str, Any]) -> None:
+    def __init__(
+        self, root: Path, settings: Settings, summary: dict[str, Any], vision: str | None
+    ) -> None:
         self.root = root
         self.settings = settings
         self.summary = summary
+        self.vision_run = vision  # the vision run's id; None without PyTorch or MNIST
 
     def history(self) -> list[dict[str, Any]]:
         """`loopline models history sentiment --json`, as a user would read it."""
@@ -99,7 +106,32 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     later = root / "later_tweets.csv"
     generate_tweets(1000, seed=11, period="late")[["text", "label"]].to_csv(later, index=False)
     tweets_update.run(settings, source=str(later))
-    return Project(root, settings, summary)
+    return Project(root, settings, summary, _vision_run(root, settings))
+
+
+def _vision_run(root: Path, settings: Settings) -> str | None:
+    """The vision template's pipeline on a few canvases, in the same project: its run id."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    from loopline.data.canvas import find_mnist, write_canvas_dataset
+    from loopline.templates.vision import vision
+
+    try:
+        find_mnist()
+    except Exception:  # the checkout's shared data is not there
+        return None
+    canvases = root / "data" / "canvases"
+    write_canvas_dataset(canvases, train=30, heldout=20)
+    result = vision.run(settings, source=str(canvases), epochs=1, width=8, min_map50=0.0)
+    assert result.status == "completed", result
+    return result.run_id
+
+
+def _vision(project: Project) -> str:
+    pytest.importorskip("torch")
+    if project.vision_run is None:
+        pytest.skip("MNIST not found: no vision run in the project")
+    return project.vision_run
 
 
 @pipeline(name="tweets-update")
@@ -282,10 +314,87 @@ def test_every_page_renders_with_data_and_no_console_errors(tab: Page, project: 
     page.wait_for_function("document.body.dataset.ready === '1'")
     assert page.locator("#review-summary").count() == 1
 
+    _shoot_and_check_names(tab, pages)
+    assert tab.errors == []
+
+
+def _shoot_and_check_names(tab: Page, pages: dict[str, str]) -> None:
+    """A screenshot of each page; every control on it has an accessible name."""
+    shots = _screenshots()
     for name, path in pages.items():
         page = tab.open(path)
         page.screenshot(path=str(shots / f"{name}.png"), full_page=name != "monitoring")
         assert _unnamed_controls(page) == [], name
+
+
+def test_every_vision_page_renders_its_detection_data(tab: Page, project: Project) -> None:
+    run_id = _vision(project)
+    pages: dict[str, str] = {}
+
+    page = tab.open("/runs")
+    assert run_id in page.inner_text("#runs-table") and "vision" in page.inner_text("#runs-table")
+
+    page = tab.open(f"/runs/{run_id}")
+    dag = page.locator("svg.dag")
+    assert dag.locator("a.node").count() == page.locator("#steps-table tbody tr").count() == 7
+    steps = page.inner_text("#steps-table")
+    assert "train_detector" in steps and "evaluate_detector" in steps and "canvases:v1" in steps
+    pages["vision-run"] = f"/runs/{run_id}"
+
+    # The detection table shows its images as thumbnails and a summary, never their bytes.
+    shown: dict[str, str | None] = {"table": None, "metrics": None, "folder": None}
+    for href in dict.fromkeys(_links(page, r"/artifacts/[0-9a-f]+")):
+        page = tab.open(href)
+        if page.locator("#preview-table").count():
+            table = page.locator("#preview-table")
+            assert "image" in table.locator("thead").inner_text()
+            text = table.inner_text()
+            assert re.search(r"PNG 128×128, [\d,]+ bytes", text) and "\\x" not in text, text[:300]
+            assert '"box":[' in text and "array(" not in text  # boxes as JSON, not NumPy's repr
+            thumbnails = table.locator("figure.thumb img")
+            assert thumbnails.count() == table.locator("tbody tr").count() > 0
+            assert page.evaluate(
+                "[...document.querySelectorAll('figure.thumb img')]"
+                ".every(i => i.complete && i.naturalWidth === 128)"
+            )
+            shown["table"] = href
+        metrics = page.locator("#preview-metrics")
+        if metrics.count() and re.search(r"^map50\s", metrics.inner_text(), re.M):
+            assert "accuracy" not in metrics.inner_text()
+            shown["metrics"] = shown["metrics"] or href  # evaluate_detector's, then the gate's
+        if page.locator("#folder-version").count():
+            folder = page.inner_text("#folder-version")
+            assert re.match(r"snapshot [0-9a-f]{12} · 52 files · ", folder), folder
+            shown["folder"] = href
+    assert all(shown.values()), shown
+    pages["vision-table"] = str(shown["table"])
+    pages["vision-metrics"] = str(shown["metrics"])
+    pages["vision-folder"] = str(shown["folder"])
+
+    page = tab.open("/models?name=vision")
+    assert page.get_attribute(".alias-champion[data-alias]", "data-version") == "1"
+    assert "passed" in page.inner_text("#versions-table")
+    assert "canvases:v1" in page.inner_text("#versions-table")
+    compare = page.inner_text("#compare-table")
+    assert "version 1" in compare and re.search(r"^map50\s", compare, re.M), compare
+    pages["vision-models"] = "/models?name=vision"
+
+    page = tab.open("/lineage?ref=vision/1")
+    assert "vision version 1" in page.inner_text("#lineage-title")
+    assert "canvases:v1" in page.inner_text("#lineage-datasets")
+    chain = page.inner_text("#lineage-steps")
+    assert "train_detector" in chain and "version_images" in chain
+    assert re.search(r"snapshot [0-9a-f]{12} · 52 files", chain), chain
+    assert "gate passed" in page.inner_text("#lineage-moves")
+    pages["vision-lineage"] = "/lineage?ref=vision/1"
+
+    page = tab.open("/data")
+    assert "canvases" in page.inner_text("main") and "tweets" in page.inner_text("main")
+    page = tab.open("/data/canvases/1")
+    assert page.inner_text("#folder-version").startswith("snapshot ")
+    pages["vision-data"] = "/data/canvases/1"
+
+    _shoot_and_check_names(tab, pages)
     assert tab.errors == []
 
 
@@ -462,6 +571,7 @@ def test_the_pages_read_a_postgresql_store(project: Project, postgres_url: str) 
     settings = load_settings(project.root, metadata_url=postgres_url)
     dashboard = open_dashboard(settings)
     run_id = project.summary["run_id"]
+    vision = ("/lineage?ref=vision/1", "/data/canvases/1") if project.vision_run else ()
     try:
         with (
             start_in_thread(create_app(dashboard, TOKEN), ready_timeout=READY_S) as server,
@@ -478,6 +588,7 @@ def test_the_pages_read_a_postgresql_store(project: Project, postgres_url: str) 
                     "/data",
                     "/data/tweets/1",
                     "/review",
+                    *vision,
                 )
             }
     finally:
@@ -490,6 +601,8 @@ def test_the_pages_read_a_postgresql_store(project: Project, postgres_url: str) 
     assert pages[f"/runs/{run_id}"].text.count('class="node status-') >= 8
     assert "tweets:v1" in pages["/lineage?ref=sentiment/1"].text
     assert "gate passed" in pages["/models"].text
+    for path in vision:  # the folder version read back through the PostgreSQL store
+        assert re.search(r"snapshot [0-9a-f]{12} · 52 files", pages[path].text), path
 
 
 def test_loopline_ui_command_serves_on_the_port_given(project: Project) -> None:

@@ -1,6 +1,10 @@
 """Previews of stored artifacts: the first rows of a table, a JSON document and the metrics
 in it, an array's shape and first values, images, and the files of anything else.
 
+A table cell holding an image's bytes (a detection table's ``image`` column) is shown as a
+thumbnail and a one-line summary (format, size), never as the bytes; nested values (a
+detection's boxes) are shown as JSON, not as NumPy's repr.
+
 Only what is cheap to read is read: a Parquet file's first batch (never the whole table),
 an array memory-mapped, JSON up to a size. Pickled objects and models are never loaded
 (loading runs their code); their files are listed instead.
@@ -8,6 +12,8 @@ an array memory-mapped, JSON up to a size. Pickled objects and models are never 
 
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +29,48 @@ _CELL = 120  # characters shown per table cell
 _JSON_BYTES = 200_000
 _FILES = 50
 _IMAGES = 12
+_THUMBNAIL_BYTES = 64_000  # larger images are summarised only: the page stays light
+_BROWSER_IMAGES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
 
 
-def _cell(value: Any) -> str:
-    text = str(value)
+def _clip(text: str) -> str:
     return text if len(text) <= _CELL else text[: _CELL - 1] + "…"
 
 
+def _image_cell(data: bytes) -> str | dict[str, str]:
+    """An image's bytes as a summary and, for formats a browser shows, a thumbnail."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            kind, (width, height) = image.format or "image", image.size
+    except (UnidentifiedImageError, OSError):
+        return f"{len(data):,} bytes"
+    text = f"{kind} {width}×{height}, {len(data):,} bytes"
+    mime = Image.MIME.get(kind)
+    if mime not in _BROWSER_IMAGES or len(data) > _THUMBNAIL_BYTES:
+        return text
+    return {"text": text, "src": f"data:{mime};base64,{base64.b64encode(data).decode()}"}
+
+
+def _cell(value: Any) -> str | dict[str, str]:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _image_cell(bytes(value))
+    if isinstance(value, list | tuple | dict) or getattr(value, "ndim", 0) > 0:
+        options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+        return _clip(orjson.dumps(value, option=options, default=_plain).decode())
+    return _clip(str(value))
+
+
+def _plain(value: Any) -> Any:
+    """What orjson cannot write: an object array (a detection's boxes) as a list, once per
+    level; anything else as its text."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
 def table_preview(frame: Any, total_rows: int | None = None) -> dict[str, Any]:
-    """Columns and the first rows of a DataFrame as text cells."""
+    """Columns and the first rows of a DataFrame as cells: text, or an image's summary and
+    thumbnail (``{"text", "src"}``)."""
     head = frame.head(_ROWS)
     return {
         "columns": [str(c) for c in head.columns],

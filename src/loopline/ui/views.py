@@ -215,6 +215,7 @@ class Dashboard:
             "meta": meta,
             "record": self.store.artifacts_info([digest]).get(digest),
             "dataset": f"{dataset[0]}:v{dataset[1]}" if dataset else None,
+            "folder": self._folder_version(digest),
             "preview": preview_artifact(folder, str(meta.get("materializer"))),
         }
 
@@ -226,6 +227,14 @@ class Dashboard:
         if not target.is_relative_to(folder) or not target.is_file() or target.name == "meta.json":
             raise NotFound(f"artifact {digest[:12]} has no file {path!r}")
         return target
+
+    def _folder_version(self, digest: str) -> str | None:
+        """The one-line description of a folder version (DVC hash or snapshot), or None when
+        the artifact is something else (only Loopline's own FolderVersion is unpickled)."""
+        from loopline.data.dvc import folder_versions_among
+
+        folder = folder_versions_among([digest], self.settings, self.store).get(digest)
+        return folder.describe() if folder is not None else None
 
     def _check_artifact(self, digest: str) -> None:
         if not _HEX.fullmatch(digest) or not self.artifacts.exists(digest):
@@ -445,6 +454,7 @@ class Dashboard:
             "versions": self.store.list_datasets(name),
             "profile": self._profile(row) if table else None,
             "table": preview.get("table"),
+            "folder": None if table else self._folder_version(row["artifact_hash"]),
         }
 
     def dataset_diff(self, name: str, a: int, b: int) -> dict[str, Any]:
