@@ -104,7 +104,8 @@ def _dvc_holds(version: DvcVersion) -> bool:
         log.warning("dvc is not installed: not checking that %s is in sync", version.output)
         return True
     with Repo(version.repo) as repo:
-        return not repo.status(targets=[version.tracked_by])
+        # DVC reads a relative target from the working directory, not the repository.
+        return not repo.status(targets=[str(Path(version.repo) / version.tracked_by)])
 
 
 def _single_value_ranges(expression: str) -> str:

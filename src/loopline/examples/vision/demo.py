@@ -60,7 +60,9 @@ def demo_settings(settings: Settings) -> Settings:
     """The project's settings with the vision pipeline, its demo parameters and the
     watcher's retrain rule (the project's own ``loopline.yaml`` is left as it is)."""
     pipelines = {**settings.pipelines, MODEL: "loopline.templates.vision:vision"}
-    params = {**settings.params, MODEL: dict(PARAMS)}
+    # The canvases by their full path: the demo runs from any working directory.
+    source = str(settings.project_root / PARAMS["source"])
+    params = {**settings.params, MODEL: {**PARAMS, "source": source}}
     monitoring = {**settings.monitoring, "retrain": {"pipeline": MODEL}}
     return settings.model_copy(
         update={"pipelines": pipelines, "params": params, "monitoring": monitoring}
@@ -103,7 +105,7 @@ def run_demo(
         repo = _DemoRepo(root, remote=settings.home_dir / "demo" / "vision" / "dvc-remote")
         first_commit = repo.track(str(CANVASES), "canvases: first version")
         say("training the first detector")
-        first = vision.run(settings, on_event=on_event, **PARAMS)
+        first = vision.run(settings, on_event=on_event, **settings.params[MODEL])
         serving = _serve(settings, canvases / "heldout")
 
         # The watcher starts from the data as it is: what arrives after that is new.
