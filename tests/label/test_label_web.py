@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import socket
 import threading
 import time
@@ -15,6 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from _browser import chromium_or_skip
 from loopline.label.queue import LabelQueue
 from loopline.label.web import PAGE, create_label_app
 
@@ -143,23 +142,6 @@ def test_the_page_is_self_contained(client: TestClient) -> None:
 
 
 # -- a real browser ----------------------------------------------------------------------------
-def _browser_or_skip() -> str:
-    """Chromium's path; skip when Playwright/Chromium are missing, but fail in CI."""
-    reason = None
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        reason = "Playwright for Python is not installed (pip install playwright)"
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    if reason is None and not os.path.exists(chromium):
-        reason = "Chromium is not installed (apt-get install -y chromium)"
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI installs both, so this must not happen there")
-        pytest.skip(reason)
-    return chromium
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -205,7 +187,7 @@ def _press_and_wait(page: Any, key: str) -> None:
 def test_label_three_items_with_the_keyboard_in_chromium(
     served: str, queue: LabelQueue, tmp_path: Path
 ) -> None:
-    chromium = _browser_or_skip()
+    chromium = chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -261,7 +243,7 @@ def test_label_three_items_with_the_keyboard_in_chromium(
 
 
 def test_review_page_lists_disagreements_in_chromium(served: str, queue: LabelQueue) -> None:
-    chromium = _browser_or_skip()
+    chromium = chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
     ids = queue.tasks().set_index("item_id")["id"]

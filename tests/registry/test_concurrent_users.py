@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _team_stores import TeamStores
+from _team_stores import PIPELINE, TeamStores
 
 from loopline.config import load_settings
 from loopline.core.metadata import MetadataStore
@@ -29,35 +29,6 @@ pytestmark = pytest.mark.postgres
 
 RUNS = 10
 
-PIPELINE = """
-import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.feature_extraction.text import CountVectorizer
-from sklearn.naive_bayes import MultinomialNB
-from sklearn.pipeline import Pipeline
-
-from loopline import pipeline, step
-from loopline.steps import evaluate, gate, read_table, register, split, train
-
-
-@step
-def comments(table: pd.DataFrame) -> pd.DataFrame:
-    labels = table["CLASS"].map({0: "ham", 1: "spam"})
-    return pd.DataFrame({"text": table["CONTENT"], "label": labels, "author": table["AUTHOR"]})
-
-
-@pipeline
-def spam(source: str, alpha: float = 1.0) -> None:
-    data = comments(read_table(source, dataset="comments"))
-    train_df, test_df = split(data, by="group", group="author", test_size=0.25)
-    words = ColumnTransformer([("words", CountVectorizer(min_df=2), "text")])
-    model = train(train_df, model=Pipeline([("words", words), ("nb", MultinomialNB(alpha=alpha))]),
-                  features=["text"], target="label")
-    metrics = evaluate(model, test_df)
-    # Any candidate passes (a regression of up to 1.0 is allowed): every run promotes.
-    decision = gate(model, test_df, metrics, model_name="spam", max_regression=1.0)
-    register(model, decision, example=test_df)
-"""
 
 # One user: wait for the starting signal, then run the pipeline with RUNS settings, each until
 # its version is promoted (a run whose gate compared with a champion that the other user

@@ -16,42 +16,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from _team_stores import BUCKET, TeamStores
+from _team_stores import BUCKET, PIPELINE, TeamStores
 
 from loopline.config import load_settings
 from loopline.core.artifacts import ArtifactStore
 from loopline.core.metadata import MetadataStore
 
 pytestmark = pytest.mark.postgres
-
-PIPELINE = """
-import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.feature_extraction.text import CountVectorizer
-from sklearn.naive_bayes import MultinomialNB
-from sklearn.pipeline import Pipeline
-
-from loopline import pipeline, step
-from loopline.steps import evaluate, gate, profile, read_table, register, split, train
-
-
-@step
-def comments(table: pd.DataFrame) -> pd.DataFrame:
-    labels = table["CLASS"].map({0: "ham", 1: "spam"})
-    return pd.DataFrame({"text": table["CONTENT"], "label": labels, "author": table["AUTHOR"]})
-
-
-@pipeline
-def spam(source: str, alpha: float = 1.0) -> None:
-    data = comments(read_table(source, dataset="comments"))
-    train_df, test_df = split(data, by="group", group="author", test_size=0.25)
-    words = ColumnTransformer([("words", CountVectorizer(min_df=2), "text")])
-    model = train(train_df, model=Pipeline([("words", words), ("nb", MultinomialNB(alpha=alpha))]),
-                  features=["text"], target="label")
-    metrics = evaluate(model, test_df)
-    decision = gate(model, test_df, metrics, model_name="spam", max_regression=1.0)
-    register(model, decision, example=test_df, reference=profile(model, test_df))
-"""
 
 
 def loopline(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

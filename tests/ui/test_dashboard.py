@@ -22,7 +22,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -36,6 +35,7 @@ from typing import Any
 import httpx
 import pytest
 
+from _browser import chromium_or_skip
 from loopline import pipeline
 from loopline.config import Settings, load_settings
 from loopline.serve.server import RunningServer, start_in_thread
@@ -149,18 +149,7 @@ def served(project: Project) -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    reason = None
-    try:
-        import playwright.sync_api
-    except ImportError:
-        reason = "Playwright for Python is not installed (pip install playwright)"
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    if reason is None and not os.path.exists(chromium):
-        reason = "Chromium is not installed (apt-get install -y chromium)"
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI installs both, so this must not happen there")
-        pytest.skip(reason)
+    chromium = chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

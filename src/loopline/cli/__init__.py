@@ -1082,35 +1082,20 @@ def demo(
     of MNIST digit canvases; a detector is trained, evaluated (mAP), registered and served;
     500 new canvases arrive and the watcher trains and promotes the next version (a few
     minutes; needs the vision extra and git)."""
-    if system == "fraud":
-        from loopline.examples.fraud.demo import print_summary as print_fraud
-        from loopline.examples.fraud.demo import run_demo as run_fraud
+    if system in ("fraud", "vision"):
+        import importlib
 
+        module = importlib.import_module(f"loopline.examples.{system}.demo")
         if gold is not None:
             raise LooplineError("--gold is for the sentiment demo", hint="drop --gold")
         with _StepProgress(enabled=not as_json) as on_event:
-            summary = run_fraud(
+            summary = module.run_demo(
                 _settings(),
                 data=data,
                 on_event=on_event,
                 progress=None if as_json else err().print,
             )
-        print_json(summary) if as_json else print_fraud(summary, out())
-        return
-    if system == "vision":
-        from loopline.examples.vision.demo import print_summary as print_vision
-        from loopline.examples.vision.demo import run_demo as run_vision
-
-        if gold is not None:
-            raise LooplineError("--gold is for the sentiment demo", hint="drop --gold")
-        with _StepProgress(enabled=not as_json) as on_event:
-            summary = run_vision(
-                _settings(),
-                data=data,
-                on_event=on_event,
-                progress=None if as_json else err().print,
-            )
-        print_json(summary) if as_json else print_vision(summary, out())
+        print_json(summary) if as_json else module.print_summary(summary, out())
         return
     if system != "sentiment":
         raise LooplineError(f"no demo named {system!r}", hint="available: sentiment, fraud, vision")

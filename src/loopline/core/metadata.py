@@ -65,6 +65,27 @@ def run_id_for(given: str) -> str:
     return f"{prefix}-{digest}" if prefix else digest
 
 
+def _new_run(
+    run_id: str,
+    pipeline: str,
+    params: dict[str, Any],
+    commit: str | None,
+    dirty: str | None,
+    executor: str,
+) -> dict[str, Any]:
+    """The columns of a run starting now (``start_run`` and ``join_run``)."""
+    return {
+        "id": run_id,
+        "pipeline": pipeline,
+        "status": "running",
+        "params": _dumps(params),
+        "code_commit": commit,
+        "code_dirty_hash": dirty,
+        "executor": executor,
+        "started_at": now(),
+    }
+
+
 def _dumps(value: Any) -> str:
     return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS).decode()
 
@@ -238,16 +259,9 @@ class MetadataStore:
         with self._tx() as conn:
             conn.execute(
                 schema.runs.insert().values(
-                    id=run_id,
-                    pipeline=pipeline,
-                    status="running",
-                    params=_dumps(params),
-                    code_commit=commit,
-                    code_dirty_hash=dirty,
-                    executor=executor,
+                    **_new_run(run_id, pipeline, params, commit, dirty, executor),
                     pid=os.getpid(),
                     host=socket.gethostname(),
-                    started_at=now(),
                 )
             )
         return run_id
@@ -290,14 +304,7 @@ class MetadataStore:
             with self._tx() as conn:
                 conn.execute(
                     schema.runs.insert().values(
-                        id=run_id,
-                        pipeline=pipeline,
-                        status="running",
-                        params=_dumps(params),
-                        code_commit=commit,
-                        code_dirty_hash=dirty,
-                        executor=executor,
-                        started_at=now(),
+                        **_new_run(run_id, pipeline, params, commit, dirty, executor),
                     )
                 )
             return
