@@ -101,6 +101,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Ray 2.60 turns token authentication on; each node and the driver read the token from the
+# user's Ray folder, which another Ray instance of the same test process may rewrite between
+# the head's start and the worker's. This two-node stand-in runs on one machine: no tokens.
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+
+
 def start_node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     """`ray start ... --block` in a session of its own: its process group is the node
     (raylet, workers), so it can be killed or stopped alone."""
@@ -110,6 +116,7 @@ def start_node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=ENV,
         )
 
 
@@ -194,6 +201,7 @@ def test_steps_land_on_both_nodes_and_a_killed_worker_node_is_survived(
             ],
             stdout=subprocess.PIPE,
             stderr=err,
+            env=ENV,
         )
     try:
         # The long step starts on the worker node (the head's CPU is held)...
