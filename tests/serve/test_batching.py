@@ -391,6 +391,36 @@ def test_a_failing_hook_is_logged_and_later_batches_are_still_answered(
     assert "log sink broke" in caplog.text
 
 
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "inline"])
+def test_a_batch_is_counted_before_its_callers_are_answered(
+    inline: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    counted: list[int] = []
+
+    def count(rows: int, seconds: float) -> None:
+        counted.append(rows)
+        if rows == 2:
+            raise ValueError("metrics broke")
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(
+            SlowEcho(),
+            on_batch=count,
+            run_inline=(lambda columns: True) if inline else None,
+            max_wait_us=0,
+        )
+        # A client reading /metrics right after its answer must find its rows counted.
+        assert await batcher.submit([["a"]], 1) == ["A"]
+        assert counted == [1]
+        assert await batcher.submit([["b", "c"]], 2) == ["B", "C"]
+        assert counted == [1, 2]
+        await batcher.aclose()
+
+    asyncio.run(scenario())
+
+    assert "the batch metrics hook failed" in caplog.text
+
+
 # --- over HTTP -----------------------------------------------------------------------------
 
 

@@ -105,7 +105,9 @@ class MicroBatcher:
             :class:`Batch`, which also holds the call's columns and all its results),
             *after* their callers were answered, e.g. to write a prediction log; a slow
             ``after_batch`` delays the next batch, never a response.
-        on_batch: called after ``predict`` with (rows, seconds) of each model call.
+        on_batch: called after ``predict`` with (rows, seconds) of each model call,
+            *before* its callers are answered (metrics a client can then read): keep it to
+            a few counter increments.
         run_inline: given a batch's columns, whether to score it on the event loop itself
             instead of the worker thread. Worth it only for batches of a couple of
             milliseconds at most: every batch handed to a thread costs GIL hand-offs
@@ -319,15 +321,20 @@ class MicroBatcher:
         except Exception as exc:  # every caller of the batch gets the error
             error = exc
         seconds = time.perf_counter() - started
+        # The counts go in before the answers leave (a few locked increments), so a client
+        # that has its answer finds it counted in /metrics; a failing count loses no answer.
+        if self._on_batch is not None:
+            try:
+                self._on_batch(rows, seconds)
+            except Exception:
+                log.exception("model worker %s: the batch metrics hook failed", self.name)
         if job.inline:
             self._deliver(batch, error)
         else:
             assert self._loop is not None
             self._loop.call_soon_threadsafe(self._deliver, batch, error)
-        # The hooks run after the answers are on their way: a slow or failing hook delays
-        # the next batch at most, never a response.
-        if self._on_batch is not None:
-            self._on_batch(rows, seconds)
+        # The prediction log runs after the answers are on their way: a slow or failing
+        # hook delays the next batch at most, never a response.
         if error is None and self._after_batch is not None:
             self._after_batch(batch)
 
