@@ -8,21 +8,17 @@ variables, ``loopline.yaml`` in the project root, ``[tool.loopline]`` in the pro
 from __future__ import annotations
 
 import os
-import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from loopline.config_files import CONFIG_FILE, home_folder, project_root_of, read_project_files
 from loopline.errors import ConfigError
 
-if TYPE_CHECKING:
-    import yaml
-
-CONFIG_FILE = "loopline.yaml"
 # How a run executes its steps: threads of the run's process, child processes, Ray tasks.
 ExecutorName = Literal["threads", "processes", "ray"]
 _file_values: ContextVar[dict[str, Any] | None] = ContextVar("loopline_file_values", default=None)
@@ -93,8 +89,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         self.project_root = self.project_root.expanduser().resolve()
-        home = self.home or Path(".loopline")
-        self.home = home if home.is_absolute() else self.project_root / home
+        self.home = home_folder(self.project_root, self.home)
         if self.metadata_url is None:
             self.metadata_url = f"sqlite:///{self.home / 'metadata.db'}"
         if self.artifact_root is None:
@@ -119,75 +114,10 @@ class Settings(BaseSettings):
         return (self.home_dir / "mlruns").as_uri()
 
 
-def _read_project_files(root: Path) -> dict[str, Any]:
-    """The settings in ``loopline.yaml`` and ``[tool.loopline]`` of ``pyproject.toml``.
-
-    A file that cannot be parsed is a :class:`ConfigError` of one line: the file, the
-    problem and where (line and column), with a hint.
-    """
-    values: dict[str, Any] = {}
-    pyproject = root / "pyproject.toml"
-    if pyproject.is_file():
-        try:
-            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as exc:
-            raise _not_utf8(pyproject, exc) from None
-        except tomllib.TOMLDecodeError as exc:
-            # tomllib's message is one line and ends with "(at line L, column C)".
-            raise ConfigError(
-                f"{pyproject} is not valid TOML: {_one_line(str(exc))}",
-                hint="fix the file at that line (Loopline reads its [tool.loopline] table)",
-            ) from None
-        values.update(data.get("tool", {}).get("loopline", {}))
-    config = root / CONFIG_FILE
-    if config.is_file():
-        import yaml  # only with a loopline.yaml: PyYAML costs ~11 ms of a command's start-up
-
-        try:
-            data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-        except UnicodeDecodeError as exc:
-            raise _not_utf8(config, exc) from None
-        except yaml.YAMLError as exc:
-            raise _yaml_error(config, exc) from None
-        if not isinstance(data, dict):
-            raise ConfigError(
-                f"{config} must hold a mapping of settings, found {type(data).__name__}",
-                hint="see `loopline init` for a starter file",
-            )
-        values.update(data)
-    return values
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _not_utf8(path: Path, exc: UnicodeDecodeError) -> ConfigError:
-    return ConfigError(
-        f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})",
-        hint=f"save {path.name} as UTF-8",
-    )
-
-
-def _yaml_error(path: Path, exc: yaml.YAMLError) -> ConfigError:
-    """PyYAML's several-line message as one line: the problem and where it is."""
-    problem = str(getattr(exc, "problem", None) or exc)
-    if problem.startswith("expected <block end>"):  # PyYAML's words for a bad indent
-        problem = f"the indentation does not match the lines above ({problem})"
-    mark = getattr(exc, "problem_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return ConfigError(
-        f"{path} is not valid YAML{where}: {_one_line(problem)}",
-        hint=f"fix {path.name}{where}: settings are `key: value` "
-        "lines, nested ones indented with spaces (no tabs); quote values holding ': ' or '#'",
-    )
-
-
 def load_settings(project_root: str | Path | None = None, **overrides: Any) -> Settings:
     """Read the project's settings; raise :class:`ConfigError` with the offending field."""
-    root_value = project_root or os.environ.get("LOOPLINE_PROJECT_ROOT") or Path.cwd()
-    root = Path(root_value).expanduser().resolve()
-    file_values = _read_project_files(root)
+    root = project_root_of(project_root)
+    file_values = read_project_files(root)
     file_values.setdefault("project_root", root)
     token = _file_values.set(file_values)
     try:

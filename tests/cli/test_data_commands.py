@@ -63,6 +63,20 @@ def test_snapshot_twice_reads_nothing_the_second_time(
     assert (summary["files"], summary["rehashed"], summary["reused"]) == (19, 0, 19)
 
 
+def test_snapshots_go_to_the_configured_state_folder(
+    run: Runner, coco8: Path, project: Path
+) -> None:
+    (project / "loopline.yaml").write_text("home: state\n")
+
+    code, out, err = run("data", "snapshot", str(coco8), "--json")
+    assert code == 0, err
+    snapshot_id = json.loads(out)["id"]
+    assert (project / "state" / "snapshots" / f"{snapshot_id}.json").is_file()
+    code, out, err = run("data", "diff", snapshot_id[:8], str(coco8), "--json")
+    assert code == 0, err
+    assert json.loads(out)["a"] == snapshot_id
+
+
 def test_diff_of_a_snapshot_and_a_changed_folder(run: Runner, coco8: Path, tmp_path: Path) -> None:
     folder = tmp_path / "labels"
     shutil.copytree(coco8 / "labels", folder)

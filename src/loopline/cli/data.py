@@ -17,8 +17,8 @@ import typer
 
 from loopline.cli.support import (
     JsonOpt,
+    existing_project_folder,
     lazy_console,
-    load_project_settings,
     print_json,
     project_root,
 )
@@ -42,7 +42,7 @@ def snapshot_command(
     """
     from loopline.data.snapshot import take_snapshot
 
-    snap = take_snapshot(folder, load_project_settings(project_root(ctx)))
+    snap = take_snapshot(folder, existing_project_folder(project_root(ctx)))
     if as_json:
         print_json(snap.summary())
         return
@@ -66,8 +66,8 @@ def diff_command(
     """
     from loopline.data.snapshot import diff, resolve_snapshot
 
-    settings = load_project_settings(project_root(ctx))
-    result = diff(resolve_snapshot(a, settings), resolve_snapshot(b, settings))
+    project = existing_project_folder(project_root(ctx))
+    result = diff(resolve_snapshot(a, project), resolve_snapshot(b, project))
     if as_json:
         print_json(result.to_dict())
         return

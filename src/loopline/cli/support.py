@@ -6,16 +6,15 @@ Two concerns live here so that every command gets them the same way:
   an existing folder, and a command that only reads (:data:`READ_ONLY_COMMANDS`) refuses
   to run outside a project and never creates ``.loopline/``, the metadata database or the
   MLflow store.
-* **How ``--help`` shows option values** (:class:`LooplineGroup`): typer 0.2x renders every
-  parameter's Python type in angle brackets in the rich help, flags included
-  (``--json <bool>``, ``--host <str>``, ``--param <list[str]>``), because its rich help
-  panel asks each parameter for ``display_type_rich()`` without skipping flags (its plain
-  help does skip them); it also writes arguments by their Python name (``source``) and
-  required ones in braces (``{MODEL}``). The root group fixes that once for every command:
-  flags show no value, options show their ``metavar`` or a click-style word (``TEXT``,
-  ``INTEGER``, ``PATH``, ``a|b``), and arguments show their name in capitals.
+* **How ``--help`` shows option values** (:class:`LooplineGroup`): typer 0.28 renders
+  parameters' Python types in angle brackets in the rich help (``--host <str>``,
+  ``--port <int>``, an argument's ``<path>``) and writes required arguments in braces
+  (``{MODEL}``). The root group fixes that once for every command: options show their
+  ``metavar`` or a click-style word (``TEXT``, ``INTEGER``, ``PATH``, ``a|b``), flags no
+  value, and arguments their name in capitals.
 """
 
+import copy
 import functools
 import sys
 from collections.abc import Callable
@@ -113,13 +112,7 @@ def load_project_settings(folder: Path | None, *, existing: bool = False) -> "Se
     """
     from loopline.config import load_settings
 
-    check_project_folder(folder)
-    settings = load_settings(folder)
-    if not settings.project_root.is_dir():  # LOOPLINE_PROJECT_ROOT names a missing folder
-        raise LooplineError(
-            f"project folder {settings.project_root} does not exist",
-            hint="set LOOPLINE_PROJECT_ROOT to an existing folder, or pass -C PROJECT",
-        )
+    settings = load_settings(existing_project_folder(folder))
     if existing and not is_project(settings.project_root, settings):
         raise LooplineError(
             f"no Loopline project in {settings.project_root} (no loopline.yaml, "
@@ -127,6 +120,21 @@ def load_project_settings(folder: Path | None, *, existing: bool = False) -> "Se
             hint="create one with `loopline init DIR`, or point at one with -C PROJECT",
         )
     return settings
+
+
+def existing_project_folder(folder: Path | None) -> Path:
+    """The project folder (``folder``, ``$LOOPLINE_PROJECT_ROOT`` or the current one), which
+    must exist; found without building the settings (see :mod:`loopline.config_files`)."""
+    from loopline.config_files import project_root_of
+
+    check_project_folder(folder)
+    root = project_root_of(folder)
+    if not root.is_dir():  # LOOPLINE_PROJECT_ROOT names a missing folder
+        raise LooplineError(
+            f"project folder {root} does not exist",
+            hint="set LOOPLINE_PROJECT_ROOT to an existing folder, or pass -C PROJECT",
+        )
+    return root
 
 
 def settings_from(ctx: typer.Context) -> "Settings":
@@ -212,35 +220,35 @@ def _type_word(shown: str) -> str:
 
 
 class _HelpOption(TyperOption):
-    """An option whose help shows no value for a flag and a readable one otherwise."""
+    """An option whose help shows a readable value word (flags show none)."""
 
-    def display_type_rich(self, ctx: Any) -> str | None:
-        if self.is_flag or self.count:
-            return None
-        if self.metavar is not None:
-            return self.metavar
-        return _type_word(self.display_type(ctx)) + ("..." if self.nargs != 1 else "")
+    def make_metavar(self, ctx: Any) -> str:
+        if self.metavar is not None or self.is_flag or self.count:
+            return super().make_metavar(ctx)  # a flag's word is not shown
+        return _type_word(super().make_metavar(ctx)) + ("..." if self.multiple else "")
 
 
 class _HelpArgument(TyperArgument):
     """An argument shown by its name in capitals (and a type only when it is not text)."""
 
-    @property
-    def display_name_raw(self) -> str:
-        return self.metavar if self.metavar is not None else str(self.name).upper()
-
-    def display_type_rich(self, ctx: Any) -> str | None:
-        if self.metavar is not None:
-            return None  # the name column already shows the metavar
-        word = _type_word(self.display_type(ctx))
-        return None if word == "TEXT" else word
-
-    def _usage_display_name(self) -> str:
-        # typer writes required arguments as {NAME}, which reads like a set of choices.
-        name = self.display_name_raw
-        if not self.required and not name.startswith("["):
-            name = f"[{name}]"
+    def make_metavar(self, ctx: Any, *, usage: bool = False) -> str:
+        name = self.metavar if self.metavar is not None else str(self.name).upper()
+        if usage and not self.required and not name.startswith("["):
+            name = f"[{name}]"  # typer writes required arguments as {NAME}: a set of choices?
         return name + ("..." if self.nargs != 1 and not name.endswith("...") else "")
+
+
+def _argument_type_word(param: Any) -> None:
+    """The help's type column of an argument: a click-style word, none for text or a
+    metavar (the name column shows that). The rich help asks the argument's type for it,
+    so the argument gets its own copy of the type, which converts values as before."""
+    kind = param.type
+    if kind.get_metavar(param=param, ctx=None) is not None:  # choices show themselves
+        return
+    word = "" if param.metavar is not None else _type_word(kind.name)
+    shown = copy.copy(kind)
+    shown.get_metavar = lambda param, ctx: "" if word == "TEXT" else word
+    param.type = shown
 
 
 def _tidy_param(param: Any) -> None:
@@ -248,6 +256,7 @@ def _tidy_param(param: Any) -> None:
         param.__class__ = _HelpOption
     elif type(param) is TyperArgument:
         param.__class__ = _HelpArgument
+        _argument_type_word(param)
 
 
 def _tidy_command(command: Any, ctx: Any) -> None:
