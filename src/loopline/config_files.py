@@ -2,9 +2,9 @@
 
 :mod:`loopline.config` builds the full, validated settings from these files; the commands
 that need only the project's state folder (``loopline data snapshot`` and ``diff``) ask
-:func:`project_home` instead. Importing pydantic and pydantic-settings and building the
-settings model is most of such a command's start-up: about 0.07 s of its 0.26 s on this
-project's 2-core machine.
+:func:`project_home` instead: building the settings imports pydantic and pydantic-settings,
+about 0.07 s of such a command's start-up on this project's 2-core machine (with typer 0.28,
+the command starts in 0.14 s instead of 0.26 s).
 """
 
 from __future__ import annotations
