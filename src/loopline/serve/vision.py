@@ -35,24 +35,21 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import orjson
 from fastapi import FastAPI, Request
-from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from loopline.errors import DataError, LooplineError
 from loopline.serve.batching import BatcherClosed, BatchItem, MicroBatcher, QueueFull
 from loopline.serve.http import (
     ApiError,
-    BodySizeLimitMiddleware,
     JSONBytesResponse,
-    MetricsMiddleware,
+    add_service_routes,
     install_error_handlers,
     loc_error,
 )
@@ -62,9 +59,9 @@ from loopline.serve.routing import (
     FixedModel,
     ModelSlot,
     ModelSource,
-    Poller,
     RegistryModel,
     ServedModel,
+    serving_lifespan,
 )
 
 if TYPE_CHECKING:
@@ -220,7 +217,7 @@ def create_detection_app(
         title=f"Loopline detection server: {slot.current.name}",
         version=slot.current.version,
         default_response_class=JSONBytesResponse,
-        lifespan=_lifespan(slot, options["poll_interval_s"], prediction_log),
+        lifespan=serving_lifespan([slot], options["poll_interval_s"], prediction_log),
     )
     install_error_handlers(app)
     counter = iter(range(1 << 62))
@@ -272,19 +269,6 @@ def create_detection_app(
         }
         return JSONBytesResponse(body, headers={"x-request-id": request_id})
 
-    @app.get("/health")
-    def health() -> Response:
-        """Liveness: the process answers."""
-        return JSONBytesResponse({"status": "ok"})
-
-    @app.get("/ready")
-    def ready() -> Response:
-        """Readiness: the model is loaded (it always is once the app exists)."""
-        current = slot.current
-        return JSONBytesResponse(
-            {"status": "ready", "model_name": current.name, "model_version": current.version}
-        )
-
     @app.get("/model")
     def model() -> Response:
         """What is served: the model's identity, lineage, classes and how to call it."""
@@ -306,14 +290,10 @@ def create_detection_app(
             }
         )
 
-    @app.get("/metrics")
-    async def prometheus_metrics() -> Response:
-        """Prometheus text exposition."""
-        return Response(await asyncio.to_thread(metrics.render), media_type=CONTENT_TYPE_LATEST)
+    def serving() -> tuple[str, str]:
+        return slot.current.name, slot.current.version
 
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=options["max_body_bytes"])
-    paths = frozenset(getattr(route, "path", "") for route in app.routes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, paths=paths)
+    add_service_routes(app, metrics, serving=serving, max_body_bytes=options["max_body_bytes"])
     app.state.slot = slot
     return app
 
@@ -381,28 +361,6 @@ def _log_hook(
         logger.log_batch(record)
 
     return write
-
-
-def _lifespan(
-    slot: ModelSlot, poll_interval_s: float, prediction_log: PredictionLogger | None
-) -> Callable[[FastAPI], Any]:
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        slot.attach(asyncio.get_running_loop())
-        if prediction_log is not None:
-            prediction_log.start()
-        poller = Poller([slot], poll_interval_s)
-        poller.start()
-        try:
-            yield
-        finally:
-            await asyncio.to_thread(poller.stop)
-            for served in slot.all_models():
-                await served.batcher.aclose()
-            if prediction_log is not None:
-                await asyncio.to_thread(prediction_log.close)
-
-    return lifespan
 
 
 _OPENAPI_BODY: dict[str, Any] = {
