@@ -143,7 +143,8 @@ def docker_command(
     the project folder.
     """
     from loopline import __version__
-    from loopline.serve.deploy import dockerfile, write_atomic
+    from loopline.core.files import write_atomic
+    from loopline.serve.deploy import dockerfile
 
     settings = settings_from(ctx)
     root = settings.project_root
@@ -191,7 +192,8 @@ def k8s_command(
     Service and a HorizontalPodAutoscaler. The admin token, API keys and store URLs come
     from the Secret NAME-secrets (the file says how to create it).
     """
-    from loopline.serve.deploy import k8s_manifests, k8s_yaml, write_atomic
+    from loopline.core.files import write_atomic
+    from loopline.serve.deploy import k8s_manifests, k8s_yaml
 
     chosen = name or _k8s_name(model.split("@")[0].split("/")[0] + "-serve")
     objects = k8s_manifests(

@@ -23,8 +23,6 @@ import hashlib
 import io
 import json
 import math
-import os
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Any, Literal
 
 import yaml
 
+from loopline.core.files import write_atomic
 from loopline.data.folders import require_folder
 from loopline.data.images import IMAGE_EXTENSIONS
 from loopline.data.images import _reason as _pillow_reason
@@ -452,14 +451,7 @@ def write_coco(dataset: DetectionDataset, path: str | Path) -> Path:
         ],
         "categories": [{"id": c.id, "name": c.name} for c in dataset.categories],
     }
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, json.dumps(data))
     return target
 
 

@@ -39,6 +39,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from loopline.core.files import write_atomic
 from loopline.data.folders import require_folder
 from loopline.errors import DataError
 
@@ -787,7 +788,7 @@ def fetch_url(
             "size": size,
             "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        _write_json_atomic(cache / _MANIFEST, manifest)
+        _write_json(cache / _MANIFEST, manifest)
     return target
 
 
@@ -864,11 +865,8 @@ def _read_manifest(cache: Path) -> dict[str, dict[str, Any]]:
     return data if isinstance(data, dict) else {}
 
 
-def _write_json_atomic(path: Path, data: object) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+def _write_json(path: Path, data: object) -> None:
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import orjson
 
 from loopline.config_files import project_home
+from loopline.core.files import write_atomic
 from loopline.core.hashing import sha256_bytes
 from loopline.data.folders import require_folder
 from loopline.errors import DataError
@@ -356,8 +356,8 @@ def _store(store_dir: Path, snap: Snapshot) -> None:
         "files": [[f.path, f.size, f.sha256, f.mtime_ns, f.inode] for f in snap.files],
     }
     (store_dir / "heads").mkdir(parents=True, exist_ok=True)
-    _write_atomic(store_dir / f"{snap.id}.json", orjson.dumps(manifest))
-    _write_atomic(_head_path(store_dir, Path(snap.root)), snap.id.encode())
+    write_atomic(store_dir / f"{snap.id}.json", orjson.dumps(manifest))
+    write_atomic(_head_path(store_dir, Path(snap.root)), snap.id.encode())
 
 
 def _read_manifest(path: Path) -> Snapshot:
@@ -376,17 +376,6 @@ def _read_manifest(path: Path) -> Snapshot:
             f"cannot read the snapshot manifest {path}: {exc}",
             hint="delete the file; take the snapshot again with `loopline data snapshot DIR`",
         ) from None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _unreadable(path: Path, exc: OSError) -> DataError:

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,6 +38,7 @@ from xml.sax.saxutils import quoteattr
 
 import pandas as pd
 
+from loopline.core.files import write_atomic
 from loopline.errors import DataError, LooplineError
 from loopline.label.queue import LabelQueue
 
@@ -586,7 +585,7 @@ def export_labelstudio(
             }
         )
     if path is not None:
-        _write_atomic(Path(path), json.dumps(exported, ensure_ascii=False, indent=2))
+        write_atomic(Path(path), json.dumps(exported, ensure_ascii=False, indent=2))
     return exported
 
 
@@ -634,19 +633,6 @@ def _export_annotations(group: pd.DataFrame, names: dict[str, str]) -> list[dict
             }
         )
     return out
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    # A reader never sees half a file: write beside it, then rename over it.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def labelstudio_config(

@@ -28,9 +28,9 @@ from typing import Any
 
 from loopline.config import Settings
 from loopline.core.dag import Dag
+from loopline.core.files import write_atomic
 from loopline.errors import LooplineError, PipelineError
 from loopline.project import resolve_pipeline
-from loopline.serve.deploy import write_atomic
 
 __all__ = ["ExportPlan", "airflow_dag", "export_plan", "write_airflow", "write_kfp"]
 

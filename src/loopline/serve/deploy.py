@@ -11,17 +11,14 @@ databases carry passwords.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from loopline.errors import LooplineError
 from loopline.serve.routing import parse_model_ref
 from loopline.serve.server import DEFAULT_ADMIN_TOKEN_ENV, DEFAULT_API_KEYS_ENV
 
-__all__ = ["dockerfile", "k8s_manifests", "k8s_yaml", "write_atomic"]
+__all__ = ["dockerfile", "k8s_manifests", "k8s_yaml"]
 
 HEALTH_PATH = "/health"
 READY_PATH = "/ready"
@@ -35,18 +32,6 @@ SECRET_KEYS = {
     "artifact-root": ("LOOPLINE_ARTIFACT_ROOT", True),
     "prediction-log-url": ("LOOPLINE_PREDICTION_LOG_URL", True),
 }  # key -> (variable, optional)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` at ``path`` through a temporary file: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temp, path)
-    finally:
-        Path(temp).unlink(missing_ok=True)
 
 
 def _serve_args(model: str, port: int) -> list[str]:
