@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from _git_dvc import sh
 from loopline.config import load_settings
 from loopline.core.metadata import MetadataStore
 from loopline.data.dvc import (
@@ -35,31 +35,6 @@ from loopline.data.snapshot import take_snapshot
 from loopline.errors import DataError
 
 pytest.importorskip("dvc")
-
-ENV = {
-    "GIT_AUTHOR_NAME": "Loopline tests",
-    "GIT_AUTHOR_EMAIL": "tests@loopline.invalid",
-    "GIT_COMMITTER_NAME": "Loopline tests",
-    "GIT_COMMITTER_EMAIL": "tests@loopline.invalid",
-    "DVC_NO_ANALYTICS": "1",
-    "COLUMNS": "250",  # rich wraps `loopline lineage` at the terminal's width
-}
-
-
-def sh(cwd: Path, *args: str) -> str:
-    """Run git or dvc (this interpreter's) in ``cwd``; its stdout."""
-    command = [sys.executable, "-m", "dvc", *args[1:]] if args[0] == "dvc" else list(args)
-    done = subprocess.run(
-        command,
-        cwd=cwd,
-        env={**os.environ, **ENV},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, f"{args}: {done.stderr}"
-    return done.stdout.strip()
 
 
 @dataclass(frozen=True)

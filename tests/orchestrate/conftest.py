@@ -8,24 +8,14 @@ with the real ``git`` and ``dvc`` commands and copied for each test that changes
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-ENV = {
-    "GIT_AUTHOR_NAME": "Loopline tests",
-    "GIT_AUTHOR_EMAIL": "tests@loopline.invalid",
-    "GIT_COMMITTER_NAME": "Loopline tests",
-    "GIT_COMMITTER_EMAIL": "tests@loopline.invalid",
-    "DVC_NO_ANALYTICS": "1",
-    "COLUMNS": "250",  # rich wraps tables and trees at the terminal's width
-}
+from _git_dvc import sh
 
 PIPELINE = '''\
 """Tweets kept in a DVC-tracked folder: versioned, read, trained, gated, registered."""
@@ -67,22 +57,6 @@ pipelines:
 monitoring:
   retrain: {pipeline: tweets}
 """
-
-
-def sh(cwd: Path, *args: str) -> str:
-    """Run git or dvc (this interpreter's) in ``cwd``; its stdout."""
-    command = [sys.executable, "-m", "dvc", *args[1:]] if args[0] == "dvc" else list(args)
-    done = subprocess.run(
-        command,
-        cwd=cwd,
-        env={**os.environ, **ENV},
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, f"{args}: {done.stderr}"
-    return done.stdout.strip()
 
 
 def write_tweets(path: Path, rows: int, seed: int) -> None:
