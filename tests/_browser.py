@@ -7,6 +7,18 @@ import shutil
 
 import pytest
 
+# Headless, offline and quiet: no GPU, no QUIC, no background updates or sync.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
 
 def chromium_or_skip() -> str:
     """Chromium's path; skip when Playwright/Chromium are missing, but fail in CI."""

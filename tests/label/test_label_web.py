@@ -13,21 +13,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from _browser import chromium_or_skip
+from _browser import CHROMIUM_ARGS, chromium_or_skip
 from loopline.label.queue import LabelQueue
 from loopline.label.web import PAGE, create_label_app
 
 LABELS = ["negative", "neutral", "positive"]
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
+from _browser import CHROMIUM_ARGS
 from loopline.cli.monitor import monitor_app
 from loopline.config import load_settings
 from loopline.core import schema
@@ -45,16 +46,6 @@ from loopline.monitor.report import (
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def applicants(rng: np.random.Generator, n: int, day: int) -> pd.DataFrame:

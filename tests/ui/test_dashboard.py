@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 import pytest
 
-from _browser import chromium_or_skip
+from _browser import CHROMIUM_ARGS, chromium_or_skip
 from loopline import pipeline
 from loopline.config import Settings, load_settings
 from loopline.serve.server import RunningServer, start_in_thread
@@ -45,16 +45,6 @@ from loopline.ui import create_app, open_dashboard
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-admin-token"
 READY_S = 180  # /ready waits for MLflow and SciPy to load: slow on a busy machine
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def _screenshots() -> Path:
