@@ -25,6 +25,7 @@ import gzip
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -171,17 +172,9 @@ def generate_canvases(
     (default: :func:`load_mnist`). Returns the dataset as :func:`read_coco` reads it.
     """
     target = Path(folder).expanduser()
-    _check_new(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        _write(temp, count, pool, seed, digits, spec, start=0, existing=None)
-        if target.exists():
-            target.rmdir()
-        os.replace(temp, target)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
+    _write_new_folder(
+        target, lambda temp: _write(temp, count, pool, seed, digits, spec, start=0, existing=None)
+    )
     return read_coco(target / ANNOTATIONS_FILE, images_dir=target / "images")
 
 
@@ -224,19 +217,29 @@ def write_canvas_dataset(
     must not exist, or be an empty folder)."""
     digits = load_mnist(mnist)
     base = Path(root).expanduser()
-    _check_new(base)
-    base.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(dir=base.parent, prefix=f".{base.name}."))
-    try:
+
+    def fill(temp: Path) -> None:
         for pool, count in ((TRAIN_POOL, train), (HELDOUT_POOL, heldout)):
             generate_canvases(temp / pool, count, pool=pool, seed=seed, digits=digits, spec=spec)
-        if base.exists():
-            base.rmdir()
-        os.replace(temp, base)
+
+    _write_new_folder(base, fill)
+    return base
+
+
+def _write_new_folder(target: Path, fill: Callable[[Path], None]) -> None:
+    """Make ``target`` (missing or an empty folder) all at once: ``fill`` writes a temporary
+    folder beside it, which is then renamed; on any failure nothing is left behind."""
+    _check_new(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        fill(temp)
+        if target.exists():
+            target.rmdir()
+        os.replace(temp, target)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    return base
 
 
 def _check_new(target: Path) -> None:
