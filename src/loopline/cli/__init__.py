@@ -432,25 +432,33 @@ def runs_list(
         out().print("no runs yet: `loopline run` runs a pipeline")
 
 
-@runs_app.command("show")
-def runs_show(
-    run_id: Annotated[
-        str,
-        typer.Argument(
-            metavar="RUN",
-            help="Run id (a prefix is enough), or the MLflow run id of a registered version.",
-        ),
-    ],
-    as_json: JsonOpt = False,
-) -> None:
-    """One run: per-step status, cache hits, timings, inputs and outputs."""
-    _, store = _read_state()
+RunArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="RUN",
+        help="Run id (a prefix is enough), or the MLflow run id of a registered version.",
+    ),
+]
+
+
+def _recorded_run(run_id: str) -> "tuple[Settings, MetadataStore, dict[str, Any]]":
+    """The project's settings, its metadata store and the run ``run_id`` names in it."""
+    settings, store = _read_state()
     if store is None:
         raise LooplineError(
             f"no run with id {run_id!r}: nothing has run in this project yet",
             hint="run a pipeline with `loopline run`",
         )
-    run_row = _get_run(store, run_id)
+    return settings, store, _get_run(store, run_id)
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: RunArg,
+    as_json: JsonOpt = False,
+) -> None:
+    """One run: per-step status, cache hits, timings, inputs and outputs."""
+    _, _, run_row = _recorded_run(run_id)
     if as_json:
         print_json(run_row)
         return
@@ -521,13 +529,7 @@ def _get_run(store: "MetadataStore", ref: str) -> dict[str, Any]:
 
 @runs_app.command("reproduce")
 def runs_reproduce(
-    run_id: Annotated[
-        str,
-        typer.Argument(
-            metavar="RUN",
-            help="Run id (a prefix is enough), or the MLflow run id of a registered version.",
-        ),
-    ],
+    run_id: RunArg,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a recorded run again (no cache) and check that every output hash matches.
@@ -539,13 +541,7 @@ def runs_reproduce(
     """
     from loopline.orchestrate.reproduce import reproduce_run
 
-    settings, store = _read_state()
-    if store is None:
-        raise LooplineError(
-            f"no run with id {run_id!r}: nothing has run in this project yet",
-            hint="run a pipeline with `loopline run`",
-        )
-    recorded = _get_run(store, run_id)
+    settings, store, recorded = _recorded_run(run_id)
     os.chdir(settings.project_root)  # relative data paths in params mean the project's
     with _StepProgress(enabled=not as_json) as on_event:
         found = reproduce_run(settings, store, recorded["id"], on_event=on_event)
