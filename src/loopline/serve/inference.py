@@ -23,7 +23,6 @@ ONNX (skl2onnx + onnxruntime) was measured and is not used: see the notes at the
 
 from __future__ import annotations
 
-import html
 import logging
 from array import array
 from collections.abc import Callable, Sequence
@@ -610,8 +609,9 @@ class _DenseBlock:
 
     Its ``score_texts`` gives the same array (same values and dtype) ``transform`` gives the
     ColumnTransformer, whose sparse stacking keeps the non-zero entries row by row; this
-    returns those entries like :meth:`_TfidfBlock.entries`. A scorer with a per-token cache
-    (``LexiconScores``) has its look-ups and misses counted (see :class:`_TokenCacheCounter`).
+    returns those entries like :meth:`_TfidfBlock.entries`. A scorer that counts the
+    look-ups and misses of a cache of its own (``LexiconScores``' per-token cache) reports
+    them through a ``cache_stats() -> (lookups, misses)`` method.
     """
 
     def __init__(self, vectorizer: _Vectorizer, offset: int) -> None:
@@ -623,21 +623,15 @@ class _DenseBlock:
         self.dtype = np.asarray(self.scorer.score_texts(list(PROBE_TEXTS[:1]))).dtype
         self.prepare_key: tuple[Any, ...] = (self.column, "as is")
         self.prepare: Callable[[str], str] = str
-        self._counter = _TokenCacheCounter.for_scorer(self.scorer)
 
     def cache_stats(self) -> dict[str, tuple[int, int]]:
-        """The scorer's per-token cache ``(lookups, misses)``, if it has one."""
-        counter = self._counter
-        return {} if counter is None else {"lexicon": (counter.lookups, counter.misses)}
+        """The scorer's cache ``(lookups, misses)`` as ``lexicon``, if it counts them."""
+        stats = getattr(self.scorer, "cache_stats", None)
+        return {} if stats is None else {"lexicon": stats()}
 
     def entries(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows, columns (in the stacked matrix) and values of the non-zero scores."""
-        counter = self._counter
-        if counter is not None:
-            counter.before(texts)
         dense = np.asarray(self.scorer.score_texts(texts))
-        if counter is not None:
-            counter.after()
         if dense.shape != (len(texts), self.width):
             raise ValueError(f"scorer gave shape {dense.shape} for {len(texts)} texts")
         rows, columns = dense.nonzero()  # row-major: already in column order per row
@@ -645,68 +639,6 @@ class _DenseBlock:
         if self.offset:
             columns += self.offset
         return rows, columns, values
-
-
-class _TokenCacheCounter:
-    """Counts a ``LexiconScores``-like scorer's per-token cache look-ups and misses.
-
-    The scorer looks up each whitespace-separated token of a text (after unescaping HTML
-    entities and spelling out emoji) in its ``_cache`` dict, adding the tokens it misses
-    while the cache holds fewer than ``max_cached_tokens``. Look-ups are counted by
-    splitting the texts the same way (~0.2 us a tweet), misses by the cache's growth; once
-    the cache is full nothing is added, and a token is counted as a miss when it is not in
-    the cache before the batch is scored.
-    """
-
-    def __init__(self, scorer: Any) -> None:
-        self.scorer = scorer
-        self.lookups = 0
-        self.misses = 0
-        self._size = 0
-        self._full = False
-
-    @classmethod
-    def for_scorer(cls, scorer: Any) -> _TokenCacheCounter | None:
-        """A counter when the scorer has that cache (the sentiment model's lexicon)."""
-        has_cache = "_cache" in getattr(type(scorer), "__annotations__", {})
-        if has_cache and hasattr(scorer, "emojis_") and hasattr(scorer, "max_cached_tokens"):
-            return cls(scorer)
-        return None
-
-    def _tokens(self, text: Any) -> list[str]:
-        if not isinstance(text, str):
-            text = str(text)
-        if "&" in text:
-            text = html.unescape(text)
-        if not text.isascii():
-            emojis = self.scorer.emojis_
-            text = "".join(f" {emojis[c]} " if c in emojis else c for c in text)
-        return text.split()
-
-    def before(self, texts: list[str]) -> None:
-        cache = self.scorer.__dict__.get("_cache")
-        size = 0 if cache is None else len(cache)
-        self._full = size >= self.scorer.max_cached_tokens
-        self._size = size
-        tokens = self._tokens
-        if not self._full:
-            self.lookups += sum(
-                len(text.split())
-                if type(text) is str and text.isascii() and "&" not in text
-                else len(tokens(text))
-                for text in texts
-            )
-            return
-        assert cache is not None
-        for text in texts:  # a full cache adds nothing: count what is not in it
-            found = tokens(text)
-            self.lookups += len(found)
-            self.misses += sum(1 for token in found if token not in cache)
-
-    def after(self) -> None:
-        if not self._full:
-            cache = self.scorer.__dict__.get("_cache")
-            self.misses += (0 if cache is None else len(cache)) - self._size
 
 
 def _is_dense_scorer(transformer: Any) -> bool:

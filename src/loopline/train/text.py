@@ -21,6 +21,8 @@ import re
 import string
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import compress
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Literal
 
 from loopline.errors import DataError
@@ -115,6 +117,7 @@ _PUNCTUATION = string.punctuation
 # Per distinct raw token: lower-cased word, lexicon valence (0 when absent or a booster),
 # booster increment, whether it negates, whether it is ALL CAPS.
 _TokenInfo = tuple[str, float, float, bool, bool]
+_LOWER, _VALENCE, _UPPER = itemgetter(0), itemgetter(1), itemgetter(4)
 
 
 class LexiconScores:
@@ -147,6 +150,9 @@ class LexiconScores:
     """
 
     _cache: dict[str, _TokenInfo]
+    # Counters of the per-token cache (class defaults: a loaded model starts from 0).
+    lookups: int = 0
+    misses: int = 0
 
     def __init__(self, max_cached_tokens: int = 200_000, dtype: str = "float32") -> None:
         self.max_cached_tokens = max_cached_tokens
@@ -187,7 +193,8 @@ class LexiconScores:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.pop("_cache", None)  # rebuilt on first use
+        for name in ("_cache", "lookups", "misses"):  # rebuilt or restarted on first use
+            state.pop(name, None)
         return state
 
     def fit(self, X: Any, y: Any = None) -> LexiconScores:
@@ -244,19 +251,23 @@ class LexiconScores:
             cache = {}
             self._cache = cache
         get = cache.get
-        tokens = [get(raw) or self._token(raw, cache) for raw in text.split()]
-        if not any(token[1] for token in tokens):  # no sentiment word (a quarter of tweets)
+        raws = text.split()
+        self.lookups += len(raws)
+        tokens = [get(raw) or self._token(raw, cache) for raw in raws]
+        # Per-token passes in C (map, any, sum, index); the loop below visits only the
+        # sentiment words, a few per tweet: 2x faster than visiting every token.
+        valences = list(map(_VALENCE, tokens))
+        if not any(valences):  # no sentiment word (a quarter of tweets)
             return (0.0, 0.0, 0.0)
         n = len(tokens)
-        uppers = sum(1 for token in tokens if token[4])
+        uppers = sum(map(_UPPER, tokens))
         caps = 0 < uppers < n
-        but = next((i for i, token in enumerate(tokens) if token[0] == "but"), -1)
+        lowers = list(map(_LOWER, tokens))
+        but = lowers.index("but") if "but" in lowers else -1
         total = positive = negative = 0.0
-        neutral = 0
-        for i, (lower, valence, _, _, upper) in enumerate(tokens):
-            if valence == 0.0:
-                neutral += 1
-                continue
+        neutral = valences.count(0.0)
+        for i in compress(range(n), valences):
+            lower, valence, _, _, upper = tokens[i]
             # "no" before a sentiment word negates it instead of counting itself;
             # "kind of" is a dampener, not the sentiment word "kind".
             following = tokens[i + 1] if i + 1 < n else None
@@ -304,6 +315,11 @@ class LexiconScores:
             return (compound, 0.0, 0.0)
         return (compound, positive / denominator, -negative / denominator)
 
+    def cache_stats(self) -> tuple[int, int]:
+        """``(lookups, misses)`` of the per-token cache since the model was loaded (or
+        fitted): the lean serving path reports them as metrics."""
+        return self.lookups, self.misses
+
     def _token(self, raw: str, cache: dict[str, _TokenInfo]) -> _TokenInfo:
         # VADER strips punctuation around a word unless that leaves at most two characters
         # (then it was an emoticon such as ":)" or ":D" and stays as it is).
@@ -313,6 +329,7 @@ class LexiconScores:
         boost = self.boosters_.get(lower, 0.0)
         valence = 0.0 if boost else self.lexicon_.get(lower, 0.0)
         info = (lower, valence, boost, lower in self.negations_ or "n't" in lower, word.isupper())
+        self.misses += 1
         if len(cache) < self.max_cached_tokens:
             cache[raw] = info
         return info
