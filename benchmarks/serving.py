@@ -5,7 +5,8 @@ marking, char n-grams, lexicon scores, logistic regression) on ``--rows`` Sentim
 registers it in a scratch MLflow registry as ``sentiment@champion``, then starts the servers
 (one worker each, each on its own localhost port), checks that each answers real predictions,
 and loads them one at a time with wrk at 1, 16 and 64 connections (all servers at c1, then all
-at c16, then c64; each run after a warm-up at the same concurrency):
+at c16, then c64; each run after a warm-up at the same concurrency), in ``--rounds`` rounds
+(default 3) per concurrency, the servers' order reversed every other round:
 
 - ``loopline``: ``loopline -C <scratch project> serve sentiment@champion`` (its defaults: the
   prediction log on, Parquet segments in the scratch project)
@@ -22,18 +23,26 @@ at c16, then c64; each run after a warm-up at the same concurrency):
 The load: single-row JSON bodies, one distinct held-out tweet each: every tweet of the sample
 that is not in the training rows (exact text; about 59,500 for 40,000 training rows; at least
 30,000), in a fixed shuffled order. wrk rotates over them and each run continues where that
-server's previous run stopped, so no body repeats before the whole set was sent and every
-server gets the same sequence: the caches of the lean path see new words as real traffic
-brings them, not a few hundred tweets repeated until every look-up hits. Loopline's cache
-hit rates (from ``/metrics``) are reported, over the measured runs and over the whole run,
-with ``load_passes_<server>``: how many times that server went through the load set. A fast
-server wraps around (Loopline sends ~150,000 bodies in the default run), and from its second
-pass on the bodies repeat: its later runs, and so the hit rates, see fewer new words than
-real traffic would. Hit rates are also given per measured run
-(``lean_cache_hit_rate_<cache>_<server>_c<N>``): the c1 runs fall within the first pass.
+server's previous run stopped, so every server gets the same sequence, and each measured run
+has a freshly started server: its caches (those of Loopline's lean path) start empty and
+meet, in the 3 s warm-up and the run, tweets they have never seen, as a server just started
+on real traffic does; none of it is a tweet repeated until every look-up hits. (A server
+kept running would meet only repeats after one pass through the load set, and Loopline
+sends more than that per concurrency.) Loopline's cache hit rates (from ``/metrics``) are
+reported over its measured runs, per concurrency (``lean_cache_hit_rate_<cache>_<server>_c<N>``)
+and with the warm-ups (``..._whole_run``), with ``load_passes_<server>``: how many times that
+server went through the load set over all its runs.
 
 Same treatment for every server: one worker process, no access log line per request, the
-same bodies, warm-up and wrk settings. Every uvicorn-based server runs httptools and uvloop:
+same bodies, warm-up, wrk settings and rounds. Rounds, because a shared machine's speed
+drifts by tens of percent from one minute to the next (measured on the 2-core machine: the
+same server gave 3,500 and 5,400 req/s in runs a minute apart, and single runs put Loopline
+at 0.20 to 0.31 of the raw ASGI ceiling). Each server's figure at a concurrency is its median
+run, the ratios are of those medians, and the JSON line keeps every round's req/s
+(``rps_rounds_<server>_c<N>``) and the ratio within each round
+(``ratio_rounds_vs_<server>_c<N>``), so a reader sees the spread.
+
+Every uvicorn-based server runs httptools and uvloop:
 Loopline's own uvicorn config resolves ``auto`` to them (both are installed), the constants
 and ``mlflow models serve`` (the uvicorn command line) get ``--http httptools --loop uvloop``
 (``UVICORN_HTTP``/``UVICORN_LOOP`` for mlflow); BentoML runs its own server in its own
@@ -51,9 +60,9 @@ Reproduce (needs ``wrk``: ``apt-get install -y wrk``):
     .venv/bin/python benchmarks/serving.py --only loopline,raw_asgi --duration 5 \\
         --concurrency 16 --workdir /tmp/serving-bench     # a quick look while developing
 
-It prints requests/s and p50/p99 latency per server and concurrency, the server's CPU time per
-request (from /proc; steadier than requests/s when other work shares the machine), then the
-ratios. The last line is one JSON object: ``rps_<server>_c<N>``, ``p50_ms_<server>_c<N>``,
+It prints requests/s and p50/p99 latency per run, then per server and concurrency the median
+run's, with the server's CPU time per request (from /proc), then the ratios. The last line is
+one JSON object: ``rps_<server>_c<N>``, ``p50_ms_<server>_c<N>``,
 ``p99_ms_<server>_c<N>``, ``cpu_us_per_req_<server>_c<N>``, ``ratio_vs_<server>_c<N>``
 (Loopline's requests/s, prediction log on, over that server's), ``ratio_nolog_vs_...`` (the
 same with the log off), ``lean_*`` (the check against scikit-learn, cache hit rates) and
@@ -67,12 +76,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -104,6 +115,7 @@ CHECK_TWEETS = 8  # tweets each server must label like the model does before it 
 MIN_LOAD_TWEETS = 30_000  # fewer distinct held-out tweets do not make a valid figure
 LEAN_CHECK_BATCH = 500  # tweets per request of the lean check
 WARMUP_S = 3  # before every measured run, at the same concurrency
+ROUNDS = 3  # measured runs per server and concurrency; the median one is reported
 WRK_THREADS = 1  # one load thread: the two cores are better left to the server under test
 WRK_TIMEOUT_S = 10
 READY_TIMEOUT_S = 180
@@ -313,6 +325,7 @@ class Server:
     port: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     sent: int = 0  # bodies sent so far: the next run starts at this offset
+    starts: int = 0  # processes started so far (one per measured run, and for checks)
 
     @property
     def base_url(self) -> str:
@@ -426,11 +439,18 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running(server: Server, log_dir: Path) -> Iterator[Server]:
-    """Start ``server`` in its own process group, wait until ready, always kill it after."""
+    """Start ``server`` in its own process group, wait until ready, always kill it after.
+
+    Its output goes to ``<name>.log`` in ``log_dir`` (every start of the run, one after the
+    other); the command and the start-up time are printed on its first start."""
     log = log_dir / f"{server.name}.log"
-    print(f"\n[{server.name}] {' '.join(server.command)}", flush=True)
+    first = server.starts == 0
+    if first:
+        print(f"\n[{server.name}] {' '.join(server.command)}", flush=True)
+        log.unlink(missing_ok=True)
+    server.starts += 1
     started = time.perf_counter()
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         server.process = subprocess.Popen(
             server.command,
             cwd=server.cwd,
@@ -441,7 +461,8 @@ def running(server: Server, log_dir: Path) -> Iterator[Server]:
         )
     try:
         _wait_ready(server, log)
-        print(f"[{server.name}] ready after {time.perf_counter() - started:.1f} s", flush=True)
+        if first:
+            print(f"[{server.name}] ready after {time.perf_counter() - started:.1f} s", flush=True)
         yield server
     finally:
         stop(server)
@@ -637,14 +658,16 @@ def run_wrk(
 class Measured:
     """What the load phase found."""
 
-    results: dict[str, dict[int, LoadResult]]
-    # Loopline servers: cache counters {cache: (lookups, misses)} over the measured runs,
-    # and at the end of the load (everything since start-up: checks and warm-ups too).
+    results: dict[str, dict[int, LoadResult]]  # the median run (by req/s)
+    rounds: dict[str, dict[int, list[LoadResult]]]  # every run, in round order
+    # Loopline servers: cache counters {cache: [lookups, misses]} over the measured runs,
+    # and over each server's whole life (warm-ups too), summed over its runs.
     cache_measured: dict[str, dict[str, list[int]]]
-    cache_total: dict[str, dict[str, tuple[int, int]]]
+    cache_total: dict[str, dict[str, list[int]]]
     lean: dict[str, Any]
     passes: dict[str, float] = field(default_factory=dict)  # times through the load set
-    cache_runs: dict[str, float | None] = field(default_factory=dict)  # hit rate per run
+    # the same over the measured runs at one concurrency, by "<server>_c<N>"
+    cache_runs: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
 
 def measure_all(
@@ -654,55 +677,67 @@ def measure_all(
     duration: int,
     concurrencies: list[int],
     lean_check: bool,
+    rounds: int = ROUNDS,
 ) -> Measured:
-    """Start and check every server, load them in turn at each concurrency, then check the
-    lean path on the whole load set.
+    """Check every server, load them in turn at each concurrency, ``rounds`` times, then
+    check the lean path on the whole load set.
 
-    All servers stay up for the whole run and are loaded one at a time, concurrency by
-    concurrency: a burst of load from elsewhere on the machine then falls on all of them
-    rather than on whichever one happened to be measured at that moment. Each measurement
-    follows a warm-up at the same concurrency, and concurrencies only go up: BentoML's
-    batching optimiser learns its wait from recent traffic, and a c16 history makes it keep
-    waiting ~50 ms per request at c1.
+    The servers are loaded one at a time, concurrency by concurrency and round by round
+    (the order reversed every other round, so no server is always measured first): a burst
+    of load from elsewhere on the machine, or a slower minute, then falls on all of them
+    rather than on whichever one happened to be measured at that moment, and the median of
+    the rounds leaves it out. Every measured run gets a freshly started server, the same
+    for every server: only the server under test is running, and its caches hold what
+    that run's warm-up and load brought, never a body from an earlier run (a fast server
+    sends more bodies per concurrency than the load set holds; kept running, its later
+    runs would meet only tweets it had already seen). Each measurement follows a warm-up
+    at the same concurrency.
     """
     script = work / "post.lua"
     script.write_text(WRK_SCRIPT)
     bodies: dict[str, Path] = {}
-    measured = Measured({s.name: {} for s in servers}, {}, {}, {})
-    with contextlib.ExitStack() as stack:
-        for server in servers:
-            stack.enter_context(running(server, work))
+    measured = Measured({s.name: {} for s in servers}, {s.name: {} for s in servers}, {}, {}, {})
+    for server in servers:  # each must label like the model before it is measured
+        with running(server, work):
             check_answers(server, model)
-            bodies[server.name] = write_bodies(server, model, work)
-        print(
-            f"\nload: {len(model.tweets):,} distinct held-out tweets; each run: {WARMUP_S} s "
-            f"warm-up, then {duration} s measured",
-            flush=True,
-        )
-        for connections in concurrencies:
-            for server in servers:
+        bodies[server.name] = write_bodies(server, model, work)
+    print(
+        f"\nload: {len(model.tweets):,} distinct held-out tweets; each run: a fresh server, "
+        f"{WARMUP_S} s warm-up, then {duration} s measured; {rounds} rounds",
+        flush=True,
+    )
+    for connections, round_ in itertools.product(concurrencies, range(rounds)):
+        for server in servers if round_ % 2 == 0 else servers[::-1]:
+            with running(server, work):
                 run_wrk(server, bodies[server.name], script, connections, WARMUP_S)
                 before = cache_counters(server)
                 result = run_wrk(server, bodies[server.name], script, connections, duration)
                 after = cache_counters(server)
-                if after is not None and before is not None:
-                    totals = measured.cache_measured.setdefault(server.name, {})
-                    for cache, (lookups, misses) in after.items():
-                        seen = before.get(cache, (0, 0))
-                        sums = totals.setdefault(cache, [0, 0])
+            if after is not None and before is not None:
+                for cache, (lookups, misses) in after.items():
+                    seen = before.get(cache, (0, 0))
+                    for totals, key in (
+                        (measured.cache_measured, server.name),
+                        (measured.cache_runs, f"{server.name}_c{connections}"),
+                    ):
+                        sums = totals.setdefault(key, {}).setdefault(cache, [0, 0])
                         sums[0] += lookups - seen[0]
                         sums[1] += misses - seen[1]
-                        rate = _hit_rate(lookups - seen[0], misses - seen[1])
-                        measured.cache_runs[f"{cache}_{server.name}_c{connections}"] = rate
-                measured.results[server.name][connections] = result
-                print_result(server.name, connections, result)
-        for server in servers:
-            counters = cache_counters(server)
-            if counters is not None:
-                measured.cache_total[server.name] = counters
-            measured.passes[server.name] = round(server.sent / len(model.tweets), 2)
-        checked = next((s for s in servers if s.name in LOOPLINES), None)
-        if lean_check and checked is not None:
+                    whole = measured.cache_total.setdefault(server.name, {})
+                    sums = whole.setdefault(cache, [0, 0])  # since start-up: warm-up too
+                    sums[0] += lookups
+                    sums[1] += misses
+            measured.rounds[server.name].setdefault(connections, []).append(result)
+            print_result(server.name, connections, result, round_)
+    for name, by_c in measured.rounds.items():
+        for connections, runs in by_c.items():
+            middle = statistics.median_low(run.rps for run in runs)
+            measured.results[name][connections] = next(r for r in runs if r.rps == middle)
+    for server in servers:
+        measured.passes[server.name] = round(server.sent / len(model.tweets), 2)
+    checked = next((s for s in servers if s.name in LOOPLINES), None)
+    if lean_check and checked is not None:
+        with running(checked, work):
             measured.lean = check_lean_path(checked, model)
     return measured
 
@@ -773,11 +808,11 @@ def check_lean_path(server: Server, model: Model) -> dict[str, Any]:
     }
 
 
-def print_result(name: str, connections: int, result: LoadResult) -> None:
+def print_result(name: str, connections: int, result: LoadResult, round_: int) -> None:
     errors = f", {result.socket_errors} socket errors" if result.socket_errors else ""
     cpu = f"  cpu {result.cpu_us_per_req:6.1f} us/req" if result.cpu_us_per_req else ""
     print(
-        f"[{name}] c{connections:<3} {result.rps:8.1f} req/s"
+        f"[{name}] c{connections:<3} round {round_ + 1}  {result.rps:8.1f} req/s"
         f"  p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms{cpu}{errors}",
         flush=True,
     )
@@ -799,6 +834,9 @@ def summary(measured: Measured) -> dict[str, Any]:
                 out[f"cpu_us_per_req_{name}_c{c}"] = round(r.cpu_us_per_req, 1)
             if r.socket_errors:
                 out[f"socket_errors_{name}_c{c}"] = r.socket_errors
+    for name, by_c in measured.rounds.items():
+        for c, runs in by_c.items():
+            out[f"rps_rounds_{name}_c{c}"] = [round(run.rps, 1) for run in runs]
     for ours, prefix in (("loopline", "ratio_vs"), ("loopline_nolog", "ratio_nolog_vs")):
         for other in ("mlflow", "bentoml", "raw_asgi", "trivial"):
             if ours not in results or other not in results:
@@ -808,6 +846,10 @@ def summary(measured: Measured) -> dict[str, Any]:
                 if theirs is not None:
                     ratio = results[ours][c].rps / theirs.rps if theirs.rps else None
                     out[f"{prefix}_{other}_c{c}"] = None if ratio is None else round(ratio, 3)
+                    pairs = zip(measured.rounds[ours][c], measured.rounds[other][c], strict=True)
+                    out[f"{prefix.replace('_vs', '_rounds_vs')}_{other}_c{c}"] = [
+                        round(a.rps / b.rps, 3) if b.rps else None for a, b in pairs
+                    ]
     for name, caches in measured.cache_measured.items():
         for cache, (lookups, misses) in caches.items():
             out[f"lean_cache_hit_rate_{cache}_{name}"] = _hit_rate(lookups, misses)
@@ -815,8 +857,10 @@ def summary(measured: Measured) -> dict[str, Any]:
         for cache, (lookups, misses) in caches.items():
             out[f"lean_cache_hit_rate_{cache}_{name}_whole_run"] = _hit_rate(lookups, misses)
             out[f"lean_cache_lookups_{cache}_{name}_whole_run"] = lookups
-    for key, rate in measured.cache_runs.items():
-        out[f"lean_cache_hit_rate_{key}"] = rate
+    for run, caches in measured.cache_runs.items():
+        name, c = run.rsplit("_c", 1)
+        for cache, (lookups, misses) in caches.items():
+            out[f"lean_cache_hit_rate_{cache}_{name}_c{c}"] = _hit_rate(lookups, misses)
     for name, passes in measured.passes.items():
         out[f"load_passes_{name}"] = passes
     out.update(measured.lean)
@@ -845,6 +889,7 @@ def print_table(results: dict[str, dict[int, LoadResult]], concurrencies: list[i
 def print_ratios(numbers: dict[str, Any]) -> None:
     """Loopline over each other server, with the issue's targets."""
     ratios = [k for k in numbers if k.startswith(("ratio_vs_", "ratio_nolog_vs_"))]
+    # Ratios of the median runs; each round's ratio follows in brackets.
     if ratios:
         print("\nloopline req/s over the other server's (target):")
     for key in ratios:
@@ -856,7 +901,9 @@ def print_ratios(numbers: dict[str, Any]) -> None:
         if judged and value is not None:
             verdict = f">= {TARGETS[other]}x: " + ("met" if value >= TARGETS[other] else "MISSED")
         shown = "  n/a  " if value is None else f"{value:7.2f}x"
-        print(f"  {ours:<18} vs {other:<9} c{c:<3} {shown}  ({verdict})")
+        per_round = numbers.get(key.replace("_vs_", "_rounds_vs_"), [])
+        spread = " ".join("n/a" if r is None else f"{r:.2f}" for r in per_round)
+        print(f"  {ours:<18} vs {other:<9} c{c:<3} {shown}  ({verdict})  [rounds: {spread}]")
     if "p99_ms_loopline_c16" in numbers:
         p99 = numbers["p99_ms_loopline_c16"]
         print(f"  loopline p99 at c16 {p99:.1f} ms  (< 25 ms: {'met' if p99 < 25 else 'MISSED'})")
@@ -882,13 +929,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only", default=",".join(SERVERS), help="comma-separated subset of: " + ",".join(SERVERS)
     )
-    parser.add_argument(
-        "--duration", type=int, default=12, help="seconds of load per server and concurrency"
-    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per measured run")
     parser.add_argument(
         "--concurrency",
         default=",".join(map(str, CONCURRENCIES)),
         help="comma-separated wrk connection counts (default: 1,16,64)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=ROUNDS,
+        help=f"measured runs per server and concurrency, the median one reported (default: "
+        f"{ROUNDS})",
     )
     parser.add_argument("--rows", type=int, default=40_000, help="training rows")
     parser.add_argument(
@@ -920,6 +972,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--concurrency: comma-separated integers, e.g. 1,16,64")
     if not args.concurrencies or min(args.concurrencies) < 1:
         parser.error("--concurrency: at least one count, each >= 1")
+    if args.rounds < 1:
+        parser.error("--rounds: at least 1")
     return args
 
 
@@ -969,7 +1023,13 @@ def main(argv: list[str] | None = None) -> int:
     bento_bin = ensure_bentoml_venv(work) if "bentoml" in args.servers else None
     servers = server_specs(model, args.servers, bento_bin)
     measured = measure_all(
-        servers, model, work, args.duration, args.concurrencies, not args.no_lean_check
+        servers,
+        model,
+        work,
+        args.duration,
+        args.concurrencies,
+        not args.no_lean_check,
+        args.rounds,
     )
     # Only a successful run cleans up: after a failure the servers' logs stay for reading.
     if args.workdir is None:
@@ -978,9 +1038,13 @@ def main(argv: list[str] | None = None) -> int:
     print_table(measured.results, args.concurrencies)
     print_ratios(numbers)
     ended = machine_line()
-    print(f"\nend: {ended}; {args.duration} s per run, wrk -t{WRK_THREADS}, one worker per server")
+    print(
+        f"\nend: {ended}; {args.duration} s per run, {args.rounds} rounds, wrk -t{WRK_THREADS}, "
+        "one worker per server"
+    )
     meta = {
         "duration_s": args.duration,
+        "rounds": args.rounds,
         "warmup_s": WARMUP_S,
         "wrk_threads": WRK_THREADS,
         "train_rows": model.train_rows,
