@@ -282,9 +282,10 @@ def test_lexicon_scores_are_a_well_behaved_estimator(lexicon: LexiconScores) -> 
         copy.set_params(nope=1)
     with pytest.raises(ValueError, match="one text column"):
         lexicon.transform(pd.DataFrame({"a": ["x"], "b": ["y"]}))
-    # The lexicon travels with the model; the per-token cache does not.
+    # The lexicon travels with the model; the per-token cache and its counters do not.
     restored = pickle.loads(pickle.dumps(lexicon))
     assert "_cache" in lexicon.__dict__ and "_cache" not in restored.__dict__
+    assert lexicon.cache_stats()[0] > 0 and restored.cache_stats() == (0, 0)
     assert restored.lexicon_ == lexicon.lexicon_
     assert np.array_equal(restored.transform(column), lexicon.transform(column))
 
@@ -293,6 +294,8 @@ def test_lexicon_cache_is_bounded() -> None:
     small = LexiconScores(max_cached_tokens=5).fit(None)
     small.transform([f"word{i} good" for i in range(50)])
     assert len(small._cache) == 5
+    # 100 tokens looked up: "good" was kept and hit 49 times, each word<i> was a miss.
+    assert small.cache_stats() == (100, 51)
     assert small.score("good") == LexiconScores().fit(None).score("good")
 
 
