@@ -705,21 +705,6 @@ def list_queues(store: str | MetadataStore) -> list[dict[str, Any]]:
     return summaries
 
 
-def annotation_watermark(store: MetadataStore, queue: str = "default") -> str:
-    """A cheap fingerprint of a queue's annotations: changes whenever a label is added,
-    replaced or undone. Pipelines put it in the cache key of the step reading human labels.
-    """
-    ann, tasks = schema.label_annotations, schema.label_tasks
-    query = (
-        sa.select(sa.func.count(ann.c.id), sa.func.max(ann.c.id), sa.func.max(ann.c.created_at))
-        .select_from(ann.join(tasks, ann.c.task_id == tasks.c.id))
-        .where(tasks.c.queue == queue)
-    )
-    with store.engine.connect() as conn:
-        count, last_id, last_time = conn.execute(query).one()
-    return f"{queue}:{count}:{last_id}:{last_time}"
-
-
 def override_labels(
     df: pd.DataFrame,
     human: pd.DataFrame,
