@@ -68,7 +68,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from _machine import machine_info, start_load
+from _machine import command_env, machine_info, start_load
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "sentiment"
@@ -438,7 +438,7 @@ def main() -> None:
     # "Default workers" means the library's default, whatever this shell sets.
     os.environ.pop("LOOPLINE_MAX_WORKERS", None)
     workers = default_workers()
-    base_env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    base_env = command_env(MLFLOW_DISABLE_TELEMETRY="true")
     run_cmd = [str(LOOPLINE), "run", "sentiment", "--json", "--param", f"source={TRAIN}"]
     run_cmd += ["--param", f"gold={GOLD}"]
     commands = {

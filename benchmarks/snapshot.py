@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -53,19 +52,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from _machine import machine_info, start_load
+from _machine import command_env, machine_info, start_load
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST = REPO.parent / "shared" / "data" / "images" / "mnist" / "t10k-images-idx3-ubyte.gz"
 BIN = Path(sys.executable).parent
-ENV = {
-    **os.environ,
-    "DVC_NO_ANALYTICS": "1",
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@loopline.invalid",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@loopline.invalid",
-}
+ENV = command_env(
+    DVC_NO_ANALYTICS="1",
+    GIT_AUTHOR_NAME="bench",
+    GIT_AUTHOR_EMAIL="bench@loopline.invalid",
+    GIT_COMMITTER_NAME="bench",
+    GIT_COMMITTER_EMAIL="bench@loopline.invalid",
+)
 
 
 def mnist_digits() -> np.ndarray:
