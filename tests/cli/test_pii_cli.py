@@ -6,13 +6,13 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _ids import letters_id
 from loopline.config import Settings, load_settings
 from loopline.core.feedback import record_feedback
 from loopline.core.metadata import MetadataStore
@@ -51,7 +51,7 @@ def settings(project: Path) -> Settings:
 
 def _log(settings: Settings, inputs: list[dict[str, Any]]) -> list[str]:
     assert settings.prediction_log_url
-    ids = [uuid.uuid4().hex for _ in inputs]
+    ids = [letters_id() for _ in inputs]
     with PredictionLogger(settings.prediction_log_url) as logger:
         for request_id, row in zip(ids, inputs, strict=True):
             record = PredictionRecord(

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
+from _ids import letters_id
 from loopline.config import Settings, load_settings
 from loopline.core.metadata import MetadataStore
 from loopline.data.pii import PiiMasker, load_policy
@@ -174,7 +175,6 @@ def test_no_raw_personal_value_reaches_any_store_on_the_stream_path(
     dead letters (one malformed, one against the schema, both full of personal data);
     then every byte stored, the streams included, is searched for every raw value."""
     import asyncio
-    import uuid
 
     import numpy as np
     import redis
@@ -189,7 +189,7 @@ def test_no_raw_personal_value_reaches_any_store_on_the_stream_path(
     settings = fraud_project
     raw = pd.read_csv(shared_data / TRANSACTIONS)
     policy = load_policy("aws-transactions")
-    stream = f"pii-e2e-{uuid.uuid4().hex[:10]}"
+    stream = f"pii-e2e-{letters_id(10)}"
     url = f"redis://127.0.0.1:6379/0?stream={stream}"
     config = settings.project_root / "loopline.yaml"
     config.write_text(

@@ -4,7 +4,6 @@ found; a clean project reports nothing; one subject is erased from every store."
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +13,7 @@ import orjson
 import pandas as pd
 import pytest
 
+from _ids import letters_id
 from loopline.config import Settings, load_settings
 from loopline.core.artifacts import ArtifactStore
 from loopline.core.feedback import read_feedback, record_feedback
@@ -42,7 +42,7 @@ def masker() -> PiiMasker:
 
 def _log(settings: Settings, inputs: list[dict[str, Any]]) -> list[str]:
     assert settings.prediction_log_url
-    ids = [uuid.uuid4().hex for _ in inputs]
+    ids = [letters_id() for _ in inputs]
     with PredictionLogger(settings.prediction_log_url) as logger:
         for request_id, row in zip(ids, inputs, strict=True):
             logger.log(
@@ -243,7 +243,7 @@ def redis_prefix(settings: Settings) -> Iterator[tuple[Any, str]]:
         client.ping()
     except redis.exceptions.ConnectionError:
         pytest.skip("no Redis server on 127.0.0.1:6379")
-    prefix = f"pii-test-{uuid.uuid4().hex[:8]}:"
+    prefix = f"pii-test-{letters_id(8)}:"
     yield client, prefix
     for key in client.scan_iter(match=f"{prefix}*"):
         client.delete(key)
