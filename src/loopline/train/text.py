@@ -279,10 +279,10 @@ class LexiconScores:
         lowers = list(map(_LOWER, tokens))
         but = lowers.index("but") if "but" in lowers else -1
         total = positive = negative = 0.0
-        neutral = n
-        for i in compress(range(n), valences):
+        sentiment = list(compress(range(n), valences))
+        neutral = n - len(sentiment)  # a sentiment word that ends up neutral adds itself
+        for i in sentiment:
             lower, valence, upper = lowers[i], valences[i], tokens[i][4]
-            neutral -= 1  # counted back below if it ends up neutral
             # "no" before a sentiment word negates it instead of counting itself;
             # "kind of" is a dampener, not the sentiment word "kind".
             if i + 1 < n and (
