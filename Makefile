@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test lint typecheck unit bench-pipeline bench-label bench-serving bench-drift bench-fraud bench-snapshot bench-vision bench-ui bench-scale install dev clean airflow-venv
 
-$(BIN)/loopline: pyproject.toml
+# setup.py builds the lean path's C extension (src/loopline/serve/_lean.c): rebuilt when it changes.
+$(BIN)/loopline: pyproject.toml setup.py src/loopline/serve/_lean.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e .

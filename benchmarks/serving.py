@@ -997,6 +997,10 @@ def tool_versions(bento_bin: Path | None, load_start: list[float]) -> dict[str, 
     done = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
     words = (done.stdout + done.stderr).split()
     info["versions"]["wrk"] = words[1] if len(words) > 1 and words[0] == "wrk" else None
+    # Whether Loopline's lean path ran its C kernels or its numpy path (no C compiler).
+    from loopline.serve.inference import KERNELS
+
+    info["lean_kernels"] = "compiled" if KERNELS is not None else "numpy"
     return info
 
 

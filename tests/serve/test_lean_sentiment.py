@@ -87,12 +87,17 @@ def test_the_default_model_is_served_by_the_linear_lean_path(model: Any) -> None
     assert predictor.kind == "linear-text"
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "numpy"])
 def test_lean_path_equals_the_pipeline_bit_for_bit_on_real_tweets(
-    model: Any, scored_texts: list[str]
+    model: Any, scored_texts: list[str], compiled: bool
 ) -> None:
     assert len(scored_texts) >= 10_000
     expected = model.predict_proba(pd.DataFrame({"text": scored_texts}))
     predictor = build_predictor(_loaded(model))
+    assert isinstance(predictor, LinearTextPredictor)
+    if not compiled:  # the path of an installation without the C extension
+        predictor = LinearTextPredictor.from_model(model, ["text"], compiled=False)
+        assert predictor is not None
     # Batch sizes the server uses (1 and 16) and a large one; caches warm up in between.
     for size in (1_000, 16):
         np.testing.assert_array_equal(_in_batches(predictor, scored_texts, size), expected)
