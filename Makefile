@@ -5,8 +5,8 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test lint typecheck unit bench-pipeline bench-label bench-serving bench-drift bench-fraud bench-snapshot bench-vision bench-ui bench-scale install dev clean airflow-venv
 
-# setup.py builds the lean path's C extension (src/loopline/serve/_lean.c): rebuilt when it changes.
-$(BIN)/loopline: pyproject.toml setup.py src/loopline/serve/_lean.c
+# setup.py builds the C extensions (serve/_lean.c, train/_lexicon.c): rebuilt when they change.
+$(BIN)/loopline: pyproject.toml setup.py src/loopline/serve/_lean.c src/loopline/train/_lexicon.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e .
