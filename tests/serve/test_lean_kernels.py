@@ -194,5 +194,7 @@ def test_inconsistent_input_is_refused_and_leaves_the_scores_as_they_were() -> N
         kernels.word_entries([0, 9], [2], 4, 1, 1, np.zeros(4, np.int64), (None, None))
     with pytest.raises(ValueError, match="add up"):
         kernels.packed_entries([b"\0\0\0\0"], [2])
+    with pytest.raises(ValueError, match="add up"):  # a negative count cannot balance the sum
+        kernels.packed_entries([b"\0\0\0\0" * 2], [-1, 3])
     with pytest.raises(ValueError, match="shapes"):
         kernels.accumulate_dense(scores, 1, np.ones(3, np.float32), 2, np.ones(4, np.float32), 0)

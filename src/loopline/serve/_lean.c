@@ -70,6 +70,9 @@ slot_of(const KeyTable *table, int64_t key)
 static inline int64_t
 table_find(const KeyTable *table, int64_t key)
 {
+    if (key < 0) { /* never stored, and -1 marks an empty slot */
+        return -1;
+    }
     uint64_t at = slot_of(table, key);
     for (;;) {
         const Slot *slot = &table->slots[at];
@@ -169,7 +172,7 @@ KeyTable_find(KeyTable *self, PyObject *keys_obj)
         int64_t *found = (int64_t *)PyByteArray_AS_STRING(out);
         const int64_t *key = keys.buf;
         for (Py_ssize_t i = 0; i < n; i++) {
-            found[i] = key[i] < 0 ? -1 : table_find(self, key[i]);
+            found[i] = table_find(self, key[i]);
         }
     }
     PyBuffer_Release(&keys);
@@ -334,13 +337,14 @@ word_entries(PyObject *module, PyObject *args)
     for (Py_ssize_t r = 0; r < n_texts; r++) {
         Py_ssize_t count = counts[r];
         for (Py_ssize_t i = 0; i < count; i++) {
-            int64_t key = 0;
+            /* unsigned: a caller's base**max_n past 2**63 wraps instead of being undefined */
+            uint64_t key = 0;
             for (Py_ssize_t n = 1; n <= max_n && i + n <= count; n++) {
-                key = key * base + id[i + n - 1];
+                key = key * (uint64_t)base + (uint64_t)id[i + n - 1];
                 if (n < min_n) {
                     continue;
                 }
-                int64_t column = n == 1 ? unigram[key] : table_find(tables[n], key);
+                int64_t column = n == 1 ? unigram[key] : table_find(tables[n], (int64_t)key);
                 if (column >= 0) {
                     rows[m] = r;
                     columns[m] = column;
@@ -439,11 +443,11 @@ char_wb_columns(PyObject *module, PyObject *args)
         }
         Py_ssize_t m = 0;
         for (Py_ssize_t start = 0; start < length; start++) {
-            int64_t key = 0;
+            uint64_t key = 0;
             for (Py_ssize_t n = 1; n <= max_n && start + n <= length; n++) {
-                key = key << bits | padded[start + n - 1];
+                key = key << bits | (uint64_t)padded[start + n - 1];
                 if (n >= min_n) {
-                    int64_t column = table_find(table, key);
+                    int64_t column = table_find(table, (int64_t)key);
                     if (column >= 0) {
                         found[m++] = (int)column;
                     }
@@ -495,11 +499,8 @@ packed_entries(PyObject *module, PyObject *args)
         }
         total += PyBytes_GET_SIZE(packed) / sizeof(int);
     }
-    for (Py_ssize_t r = 0; r < n_texts; r++) {
-        if (per_text[r] < 0) {
-            break;
-        }
-        seen += per_text[r];
+    for (Py_ssize_t r = 0; r < n_texts && seen <= n_words; r++) {
+        seen += per_text[r] < 0 ? n_words + 1 : per_text[r];
     }
     if (seen != n_words) {
         PyErr_SetString(PyExc_ValueError, "packed_entries: per_text does not add up to found");
