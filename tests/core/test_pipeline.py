@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +220,37 @@ def test_dataset_versions_and_artifact_info(settings: Any) -> None:
 def test_processes_executor(settings: Any) -> None:
     result = numbers.run(settings, executor="processes", n=10, scale=3)
     assert result.load("total") == 135
+
+
+@step(executor="processes")
+def child_pid() -> int:
+    return os.getpid()
+
+
+@step
+def outlived(pid: int) -> bool:
+    """Whether the child that ran ``child_pid`` is still there a minute later."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pipeline
+def child_then_thread() -> None:
+    outlived(child_pid())
+
+
+def test_the_child_processes_exit_once_no_step_left_needs_them(settings: Any) -> None:
+    # The run does not wait at its end for a child interpreter to shut down (~0.5 s with
+    # scikit-learn loaded): the children go while the thread steps after them run.
+    result = child_then_thread.run(settings)
+    assert result.load("child_pid") != os.getpid()
+    assert result.load("outlived") is False
 
 
 def test_pipeline_params_are_checked_and_converted(settings: Any) -> None:

@@ -314,11 +314,8 @@ class Runner:
         done: set[str] = set()
         failure: tuple[str, BaseException] | None = None
         # On Ray every step is a task in a process of its own: no pool here.
-        wants_processes = self._ray is None and (
-            self.executor == "processes" or any(n.step.executor == "processes" for n in dag.nodes)
-        )
         process_pool = None
-        if wants_processes:
+        if self._ray is None and any(self._in_process(n) for n in dag.nodes):
             # spawn, not fork: this process holds threads and locks a fork would copy.
             process_pool = cf.ProcessPoolExecutor(
                 self.max_workers, mp_context=multiprocessing.get_context("spawn")
@@ -344,11 +341,26 @@ class Runner:
                         done.add(node.name)
                     elif failure is None:
                         failure = (node.name, exc)
+                if process_pool is not None and not any(
+                    self._in_process(n) for n in [*pending, *running.values()]
+                ):
+                    # Let the idle children exit while the other steps run: an
+                    # interpreter holding scikit-learn takes ~0.5 s to shut down, which
+                    # the run would otherwise wait for at its end.
+                    process_pool.shutdown(wait=False)
+                    process_pool = None
         if process_pool is not None:
             process_pool.shutdown()
         for node in pending:
             result.steps[node.name].status = "skipped"
         return failure
+
+    def _in_process(self, node: Node) -> bool:
+        """Whether ``node`` runs in a child process (the step's own executor, else the
+        runner's)."""
+        if node.step.executor is not None:
+            return node.step.executor == "processes"
+        return self.executor == "processes"
 
     def _parallelism(self) -> int:
         """How many steps run at once: on Ray, as many as the cluster has CPUs for (each
@@ -378,9 +390,6 @@ class Runner:
         step_result.status = "running"
         placement: Placement | None = None
         try:
-            in_process = node.step.executor == "processes" or (
-                node.step.executor is None and self.executor == "processes"
-            )
             if self._ray is not None:
                 placement = Placement()
                 stored = self._ray.run(
@@ -397,7 +406,7 @@ class Runner:
                     retries=node.step.retries,
                     placement=placement,
                 )
-            elif process_pool is not None and in_process:
+            elif process_pool is not None and self._in_process(node):
                 stored = process_pool.submit(
                     _run_in_process,
                     _StepRef.of(node.step.fn),
