@@ -33,11 +33,12 @@ again unchanged in the same project: every step is a cache hit, so ``cached_reru
 What the ratios count as the pipeline's overhead: the ``loopline`` command's start-up,
 fingerprinting and cache look-ups, writing every output to the artifact store (the plain
 script keeps them in memory and computes the profile without storing it), the metadata and
-lineage records, register's look-ups of an existing version; with one worker also the
-spawned child process the audit step asks for (the plain sequential script audits
-in-process); with the default workers also the worker thread that waits for that child
-(the plain parallel script submits the audit to its process pool directly, so all its
-threads stay free for the other steps). The plain parallel script imports its libraries
+lineage records, register's look-ups of an existing version; with the default workers
+also the spawned child process the audit step asks for and the worker thread that waits
+for it (the plain parallel script submits the audit to its process pool directly, so all
+its threads stay free for the other steps). With one worker the runner runs the audit in
+a thread, as the plain sequential script does (nothing runs beside it to protect from
+the GIL). The plain parallel script imports its libraries
 before starting threads (the runner serialises imports for the same reason).
 
     .venv/bin/python benchmarks/pipeline_overhead.py [--runs 3]

@@ -245,12 +245,25 @@ def child_then_thread() -> None:
     outlived(child_pid())
 
 
+@pipeline
+def child_only() -> None:
+    child_pid()
+
+
 def test_the_child_processes_exit_once_no_step_left_needs_them(settings: Any) -> None:
     # The run does not wait at its end for a child interpreter to shut down (~0.5 s with
     # scikit-learn loaded): the children go while the thread steps after them run.
-    result = child_then_thread.run(settings)
+    result = child_then_thread.run(settings.model_copy(update={"max_workers": 2}))
     assert result.load("child_pid") != os.getpid()
     assert result.load("outlived") is False
+
+
+def test_with_one_worker_a_process_step_runs_in_a_thread(settings: Any) -> None:
+    # The process only keeps a GIL-bound step off the steps beside it: one worker runs none.
+    one = settings.model_copy(update={"max_workers": 1})
+    assert child_only.run(one).load("child_pid") == os.getpid()
+    result = child_only.run(one, executor="processes", cache=False)
+    assert result.load("child_pid") != os.getpid()  # asked of the whole run: still processes
 
 
 def test_pipeline_params_are_checked_and_converted(settings: Any) -> None:

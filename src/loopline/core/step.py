@@ -149,7 +149,8 @@ def step(
             Library steps that read outside state declare it here, so pipelines never do.
         executor: run this step in a child process ("processes") even when the run uses
             threads: for steps that hold the GIL (pure-Python text processing) and would
-            slow the steps running beside them.
+            slow the steps running beside them. With one worker (``max_workers=1``)
+            nothing runs beside them, and they run in a thread.
         resources: what the step needs of the node that runs it on the Ray executor, in
             Ray's terms: ``num_cpus`` (default 1), ``num_gpus``, ``memory`` (bytes) and
             ``resources`` (custom resources a node was started with, e.g.
