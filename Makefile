@@ -32,7 +32,7 @@ typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
 unit: $(VENV)/.dev
-	# one process per core (at most 4): 9.3 min for 1,318 tests on the 2-core reference machine;
+	# one process per core (at most 4): 9.8 min for 1,320 tests on the 2-core reference machine;
 	# a file's tests stay in one process, so module fixtures are built once
 	$(BIN)/pytest -n auto --maxprocesses 4 --dist loadfile
 
